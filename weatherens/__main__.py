@@ -1,0 +1,5 @@
+import sys
+
+from weatherens.cli import main
+
+sys.exit(main())

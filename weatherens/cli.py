@@ -1,0 +1,99 @@
+"""`weatherens <command>`: a thin command line; every command calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from weatherens import config as config_mod
+
+DEFAULT_CACHE = Path.home() / ".cache" / "weatherens"
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="experiment YAML (configs/*.yaml); defaults apply when omitted")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config key, e.g. --set data.batch_size=16 (repeatable)",
+    )
+
+
+def _load_config(args: argparse.Namespace, extra: list[str] = ()) -> config_mod.Experiment:
+    return config_mod.load(args.config, list(args.overrides) + list(extra))
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from weatherens.data import world
+
+    extra = [f"world.{k}={v}" for k, v in (("years", args.years), ("seed", args.seed), ("resolution", args.resolution)) if v is not None]
+    exp = _load_config(args, extra)
+    path = world.build_world(args.out, exp.world, progress=not args.quiet)
+    print(world.describe(path))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from weatherens import data
+
+    ds = data.open(args.store, variables=args.variables or None)
+    print(ds)
+    try:
+        data.check_training_ready(ds, timestep_hours=args.timestep_hours)
+        print(f"\nready for training at a {args.timestep_hours} h step")
+    except data.DataError as err:
+        print(f"\nnot ready for training: {err}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from weatherens import demo
+
+    return demo.run(cache=args.cache, quick=args.quick, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weatherens",
+        description="ML ensemble weather forecasting in JAX: data, physics world, training, ensembles, verification.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default (physics world summary for now)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"where worlds are cached (default {DEFAULT_CACHE})")
+    p.add_argument("--quick", action="store_true", help="a tiny world, for smoke tests")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("world", help="run the physics world (dinosaur, Held-Suarez) and archive it in ERA5 schema")
+    p.add_argument("--out", type=Path, required=True, help="output zarr path")
+    p.add_argument("--years", type=float, help="archived length in years (config world.years)")
+    p.add_argument("--seed", type=int, help="random seed of the initial perturbation (config world.seed)")
+    p.add_argument("--resolution", help="spectral truncation of the truth run, e.g. T21, T42 (config world.resolution)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("inspect", help="open a store as the loader sees it and say whether it can serve as training data")
+    p.add_argument("store", help="local path or fsspec URL (zarr or netCDF)")
+    p.add_argument("--variables", nargs="*", help="variables to select (short or long names)")
+    p.add_argument("--timestep-hours", type=int, default=6, help="model time step to check against (default 6)")
+    p.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (config_mod.ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"weatherens {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Experiment configuration: frozen dataclasses, loaded from YAML, overridable from the CLI.
+
+This module is the one place for defaults. A YAML file in `configs/` names only what it
+changes; unknown keys are errors; `load(path, overrides=["data.batch_size=16"])` applies
+single-key overrides (values parsed as YAML scalars or lists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeRange:
+    """An inclusive range of times, ISO 8601 strings (e.g. '2000-01-01', '2000-03-31T18')."""
+
+    start: str
+    end: str
+
+    def as_slice(self) -> slice:
+        return slice(self.start, self.end)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What the model sees and how the training sampler serves it."""
+
+    store: str = ""  # local path or fsspec URL of an ERA5-schema zarr; '' means "given on the CLI"
+    variables: tuple[str, ...] = (
+        "geopotential",
+        "temperature",
+        "u_component_of_wind",
+        "v_component_of_wind",
+        "surface_pressure",
+        "2m_temperature",
+    )
+    levels: tuple[int, ...] = (250, 500, 700, 850)  # hPa, for the variables that have levels
+    timestep_hours: int = 6
+    rollout_steps: int = 1  # k: targets at t+dt ... t+k dt
+    batch_size: int = 8  # per process
+    seed: int = 0
+    forcings: tuple[str, ...] = ()  # subset of weatherens.data.forcings.FORCINGS
+    in_memory_max_gib: float = 4.0  # read the split into RAM when it is at most this large
+    prefetch: int = 4  # batches prepared ahead by the background thread
+    train: TimeRange = TimeRange("2000-01-01", "2000-08-31T18")
+    validation: TimeRange = TimeRange("2000-09-01", "2000-10-31T18")
+    test: TimeRange = TimeRange("2000-11-01", "2000-12-31T18")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldConfig:
+    """The physics world: a Held-Suarez dinosaur run archived in ERA5 schema."""
+
+    years: float = 1.0
+    seed: int = 0
+    resolution: str = "T42"  # spectral truncation of the truth run (T21, T31, T42, T63, ...)
+    layers: int = 12  # sigma layers of the truth run
+    timestep_minutes: float = 10.0  # dynamical time step of the truth run
+    spinup_days: float = 200.0
+    start: str = "2000-01-01"  # calendar date given to the first archived time
+    archive_hours: int = 6
+    levels: tuple[int, ...] = (250, 500, 700, 850)  # hPa, archived pressure levels
+    nlon: int = 64  # archived grid (WeatherBench 2 64 x 32 equiangular, no poles)
+    nlat: int = 32
+    state_every_days: float = 5.0  # save the full model state this often, for physics ensembles
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str = "default"
+    data: DataConfig = DataConfig()
+    world: WorldConfig = WorldConfig()
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the schema."""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(hint, value, where)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            value = [value]
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        return tuple(_coerce(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, mapping: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in mapping.items()}
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Experiment:
+    """Read an experiment from YAML (or the defaults when path is None) and apply overrides.
+
+    Each override is 'section.key=value' with value parsed as YAML, e.g. 'data.levels=[500,850]'.
+    """
+    tree: dict = {}
+    if path is not None:
+        text = Path(path).read_text()
+        tree = yaml.safe_load(text) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        key, raw = item.split("=", 1)
+        _set_path(tree, key.strip(), yaml.safe_load(raw))
+    return _build(Experiment, tree, str(path) if path else "")
+
+
+def to_dict(exp: Any) -> dict:
+    """A plain, YAML-serialisable dict of a config (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(exp)
