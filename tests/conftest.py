@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny ERA5-schema stores built in the test's temporary directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from weatherens import grid
+
+SHARED_ERA5 = Path(__file__).resolve().parents[1].parent / "shared" / "era5"
+ERA5_ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2026."
+
+
+def canonical_dataset(
+    ntime: int = 12,
+    nlat: int = 32,
+    nlon: int = 64,
+    levels: tuple[int, ...] = (500, 850),
+    step_hours: int = 6,
+    start: str = "2000-01-01",
+    seed: int = 0,
+) -> xr.Dataset:
+    """A small dataset already in canonical form, with values that encode their coordinates.
+
+    temperature[t, l, i, j] = 200 + t + l/10 + i/100 + j/10000 (so any misplaced axis shows),
+    geopotential and 2m_temperature random but reproducible.
+    """
+    rng = np.random.default_rng(seed)
+    time = np.datetime64(start, "ns") + np.arange(ntime) * np.timedelta64(step_hours, "h")
+    lat = grid.equiangular_latitudes(nlat)
+    lon = grid.longitudes(nlon)
+    t, l, i, j = np.meshgrid(np.arange(ntime), np.arange(len(levels)), np.arange(nlat), np.arange(nlon), indexing="ij")
+    temperature = (200 + t + l / 10 + i / 100 + j / 10000).astype(np.float32)
+    geopotential = (5e4 + 1e3 * rng.standard_normal((ntime, len(levels), nlat, nlon))).astype(np.float32)
+    t2m = (280 + 10 * rng.standard_normal((ntime, nlat, nlon))).astype(np.float32)
+    dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
+    return xr.Dataset(
+        {
+            "temperature": (dims3, temperature, {"units": "K"}),
+            "geopotential": (dims3, geopotential, {"units": "m**2 s**-2"}),
+            "2m_temperature": (dims2, t2m, {"units": "K"}),
+        },
+        coords={"time": time, "level": np.array(levels, np.int64), "latitude": lat, "longitude": lon},
+    )
+
+
+def write_zarr(ds: xr.Dataset, path: Path) -> Path:
+    ds.to_zarr(path, mode="w", consolidated=False, zarr_format=3)
+    return path
+
+
+@pytest.fixture
+def canonical() -> xr.Dataset:
+    return canonical_dataset()
+
+
+@pytest.fixture
+def shared_era5() -> Path:
+    if not SHARED_ERA5.is_dir():
+        pytest.skip(f"real ERA5 samples not found at {SHARED_ERA5} (they live in the project's shared/ folder)")
+    return SHARED_ERA5
