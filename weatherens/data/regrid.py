@@ -199,8 +199,11 @@ def conservative(
             raise ValueError(f"regrid: {name} has only one of latitude/longitude (dims {da.dims})")
         else:
             out_vars[name] = da
-    coords = {k: v for k, v in obj.coords.items() if LAT not in v.dims and LON not in v.dims}
-    out = xr.Dataset(out_vars, coords={**coords, LAT: lat_coord, LON: lon_coord}, attrs=dict(obj.attrs))
+    new = {LAT: lat_coord, LON: lon_coord}
+    coords = {  # input order kept; coordinates on the old horizontal grid other than lat/lon dropped
+        k: new.get(k, v) for k, v in obj.coords.items() if k in new or not {LAT, LON} & set(v.dims)
+    }
+    out = xr.Dataset(out_vars, coords=coords, attrs=dict(obj.attrs))
     out.attrs["regrid"] = note
     return out
 
