@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Set up weatherens in a local virtual environment (once) and run the demo or the tests.
+
+    python3 scripts/run.py demo [weatherens demo options]   # the main job on the embedded default
+    python3 scripts/run.py test [pytest options]            # the whole test suite
+
+Needs only Python >= 3.11 with pip. The environment lives in `.venv` beside pyproject.toml
+(or in $WEATHERENS_VENV) and is rebuilt when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(os.environ.get("WEATHERENS_VENV", ROOT / ".venv"))
+STAMP = VENV / ".weatherens-installed"
+
+
+def _bin(name: str) -> Path:
+    return VENV / ("Scripts" if os.name == "nt" else "bin") / name
+
+
+def _wanted_stamp() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def _create_venv() -> None:
+    print(f"[weatherens] creating a virtual environment in {VENV}", flush=True)
+    if VENV.exists():
+        shutil.rmtree(VENV)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    except subprocess.CalledProcessError:
+        print("[weatherens] 'python -m venv' failed (no ensurepip?); trying virtualenv", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--user", "-q", "virtualenv"], check=True)
+        subprocess.run([sys.executable, "-m", "virtualenv", str(VENV)], check=True)
+
+
+def ensure_environment() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"weatherens needs Python >= 3.11 (this is {sys.version.split()[0]})")
+    if STAMP.exists() and STAMP.read_text() == _wanted_stamp() and _bin("weatherens").exists():
+        return
+    _create_venv()
+    py = str(_bin("python"))
+    print("[weatherens] installing weatherens and its dependencies (about a minute)", flush=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"], check=True)
+    STAMP.write_text(_wanted_stamp())
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("demo", "test"):
+        print(__doc__)
+        return 2
+    ensure_environment()
+    what, rest = argv[0], argv[1:]
+    if what == "demo":
+        cmd = [str(_bin("weatherens")), "demo", *rest]
+    else:
+        cmd = [str(_bin("python")), "-m", "pytest", "-n", "2", "--dist", "loadfile", *rest]
+    return subprocess.run(cmd, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
