@@ -153,3 +153,22 @@ def test_prefetch_surfaces_errors_from_the_worker(tmp_path):
 def test_too_few_samples_for_a_batch_is_refused(store):
     with pytest.raises(data.DataError, match=r"s\.zarr: 37 samples .* fewer than one global batch \(20 x 2 processes\)"):
         sampler(store, make_cfg(batch_size=20), process_count=2)
+
+
+def test_forcings_are_computed_at_every_window_time(store):
+    from weatherens.data import forcings
+
+    cfg = make_cfg(forcings=("day_progress_sin", "toa_incident_solar_radiation"))
+    s = sampler(store, cfg)
+    b = s.batch(1)
+    assert b.forcings.shape == (4, 4, 2, 32, 64)
+    step = np.timedelta64(6, "h")
+    for n, t0 in enumerate(b.times):
+        window = t0 + np.arange(-1, 3) * step
+        expected = forcings.compute(window, s.lat, s.lon, cfg.forcings)
+        np.testing.assert_array_equal(b.forcings[n], expected)
+
+
+def test_unknown_forcing_is_refused(store):
+    with pytest.raises(ValueError, match="unknown forcing.*'moon_phase'"):
+        sampler(store, make_cfg(forcings=("moon_phase",)))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from weatherens import config as config_mod
+from weatherens.data.era5 import DataError
 
 DEFAULT_CACHE = Path.home() / ".cache" / "weatherens"
 
@@ -50,6 +51,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    from weatherens.data import era5, stats
+
+    cfg = _load_config(args).data
+    store = args.data or cfg.store
+    ds = era5.open(store, cfg.variables, cfg.levels, cfg.train.as_slice())
+    table = stats.load_or_compute(ds, args.out, cfg.timestep_hours)
+    print(table)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from weatherens import demo
 
@@ -83,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variables", nargs="*", help="variables to select (short or long names)")
     p.add_argument("--timestep-hours", type=int, default=6, help="model time step to check against (default 6)")
     p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("stats", help="normalization statistics of the training split (one dask pass), saved and reused")
+    p.add_argument("--data", help="store path or URL (default: config data.store)")
+    p.add_argument("--out", type=Path, required=True, help="netCDF file to write (reused when it matches the data)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_stats)
     return parser
 
 
@@ -90,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (config_mod.ConfigError, ValueError, FileNotFoundError) as err:
+    except (config_mod.ConfigError, DataError, FileNotFoundError) as err:
         print(f"weatherens {args.command}: error: {err}", file=sys.stderr)
         return 2
 
