@@ -152,3 +152,19 @@ def test_load_or_compute_reuses_and_recomputes(tmp_path, monkeypatch):
     path.write_text("not netcdf")
     stats.load_or_compute(shorter, path, timestep_hours=12)
     assert len(calls) == 4
+
+
+def test_store_opened_by_the_loader_is_chunked_not_loaded(tmp_path, monkeypatch):
+    """era5.open gives lazily indexed arrays; compute must chunk them over time, not read them whole."""
+    from weatherens.data import era5
+
+    ds = _dataset(ntime=24, step_hours=6).drop_vars(["land_sea_mask", "time_only"])
+    ds.load().to_zarr(tmp_path / "s.zarr", zarr_format=3, consolidated=False)
+    opened = era5.open(tmp_path / "s.zarr")
+    assert not isinstance(opened["temperature"].data, dsa.Array)
+    monkeypatch.setattr(stats, "_CHUNK_BYTES", 5 * 2 * 8 * 16 * 4)  # five time steps of temperature a chunk
+    seen = []
+    real = stats._summaries
+    monkeypatch.setattr(stats, "_summaries", lambda arr, w: seen.append(arr.numblocks[0]) or real(arr, w))
+    _check_against_numpy(ds.load(), stats.compute(opened, 6), 6)
+    assert seen[0] == 5  # 24 times in chunks of 5

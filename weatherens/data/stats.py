@@ -48,6 +48,7 @@ from weatherens.data.era5 import DataError
 
 STATISTICS = ("mean", "std", "residual_std")
 _IDENTITY = ("source", "time_start", "time_end", "time_count", "timestep_hours", "variables", "levels")
+_CHUNK_BYTES = 64 * 2**20  # time chunks of a store opened without dask
 _NPART = 5  # per-chunk summary: S0, S1, M2, count of non-finite values, first bad time index
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,9 @@ def compute(ds: xr.Dataset, timestep_hours: int = 6) -> xr.Dataset:
     """Area-weighted mean, std and residual std of every (lat, lon) variable of `ds`, one pass.
 
     Args:
-      ds: canonical dataset (time, [level,] latitude, longitude), numpy- or dask-backed; variables
-        without both latitude and longitude are ignored.
+      ds: canonical dataset (time, [level,] latitude, longitude), dask-backed or lazily indexed (as
+        `era5.open` returns it; then chunked over time in ~64 MiB pieces, never loaded whole);
+        variables without both latitude and longitude are ignored.
       timestep_hours: the model step dt of the residual x(t + dt) - x(t); a multiple of the store's
         time step.
 
@@ -166,7 +168,10 @@ def compute(ds: xr.Dataset, timestep_hours: int = 6) -> xr.Dataset:
         v = ds[name].transpose(*[d for d in ("time", "level", "latitude", "longitude") if d in ds[name].dims])
         if "time" not in v.dims:
             v = v.expand_dims("time")
-        arr = v.data if isinstance(v.data, dsa.Array) else dsa.from_array(v.values, chunks=-1)
+        if not isinstance(v.data, dsa.Array):  # lazily indexed store: chunk it, never load it whole
+            per_step = max(1, v[0].size * v.dtype.itemsize)
+            v = v.chunk({"time": max(1, _CHUNK_BYTES // per_step)})
+        arr = v.data
         todo.append(_summaries(arr, weights))
         if "time" in ds[name].dims:
             x64 = arr.astype(np.float64)
