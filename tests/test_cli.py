@@ -74,5 +74,8 @@ def test_unknown_config_key_is_refused(capsys):
 def test_config_files_in_repo_load():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
-        config.load(path)
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert paths, "configs/ holds no experiment"
+    for path in paths:
+        exp = config.load(path)
+        assert exp.name == path.stem

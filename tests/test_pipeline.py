@@ -172,3 +172,17 @@ def test_forcings_are_computed_at_every_window_time(store):
 def test_unknown_forcing_is_refused(store):
     with pytest.raises(ValueError, match="unknown forcing.*'moon_phase'"):
         sampler(store, make_cfg(forcings=("moon_phase",)))
+
+
+def test_static_fields_are_served_once_in_canonical_orientation(tmp_path):
+    ds = canonical_dataset(ntime=20)
+    lsm = (np.random.default_rng(2).uniform(size=(32, 64)) > 0.5).astype(np.float32)
+    ds["land_sea_mask"] = (("latitude", "longitude"), lsm)
+    native = ds.isel(latitude=slice(None, None, -1)).rename({"land_sea_mask": "lsm"}).transpose(..., "longitude", "latitude")
+    path = write_zarr(native, tmp_path / "static.zarr")
+    cfg = make_cfg(store=str(path), static=("lsm",), train=TimeRange("2000-01-01", "2000-01-05"))
+    s = Sampler.from_config(cfg, "train")
+    assert s.static.shape == (1, 32, 64) and s.static.dtype == np.float32
+    np.testing.assert_array_equal(s.static[0], lsm)
+    with pytest.raises(data.DataError, match=r"static\.zarr: land_sea_mask has no time axis; list static fields under data\.static"):
+        Sampler.from_config(make_cfg(store=str(path), variables=("temperature", "lsm")), "train")

@@ -41,6 +41,7 @@ class DataConfig:
         "2m_temperature",
     )
     levels: tuple[int, ...] = (250, 500, 700, 850)  # hPa, for the variables that have levels
+    static: tuple[str, ...] = ()  # time-invariant fields of the store, e.g. land_sea_mask, geopotential_at_surface
     timestep_hours: int = 6
     rollout_steps: int = 1  # k: targets at t+dt ... t+k dt
     batch_size: int = 8  # per process

@@ -39,6 +39,8 @@ def _read_raw(path_or_url: str | Path, storage_options: dict | None) -> xr.Datas
     is_url = "://" in path
     if not is_url and not Path(path).exists():
         raise FileNotFoundError(f"{path}: no such store")
+    if path.startswith(("gs://", "gcs://")) and storage_options is None:
+        storage_options = {"token": "anon"}  # WeatherBench 2's bucket is public
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*consolidated metadata.*")
         warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr hierarchy.*")

@@ -51,6 +51,27 @@ def channel_names(ds: xr.Dataset, variables: tuple[str, ...]) -> tuple[str, ...]
     return tuple(out)
 
 
+def static_fields(ds: xr.Dataset, variables: tuple[str, ...]) -> np.ndarray:
+    """Time-invariant fields (orography, land-sea mask, ...) as float32 (S, lat, lon).
+
+    A field stored with a time axis (as in some WeatherBench 2 stores) must be constant in time;
+    its first time is used.
+    """
+    store = ds.attrs.get("source", "<dataset>")
+    out = []
+    for v in (names.long_name(n) for n in variables):
+        if v not in ds:
+            raise era5.DataError(f"{store}: static field '{v}' not in store (has {sorted(map(str, ds.data_vars))})")
+        da = ds[v].isel(time=0) if "time" in ds[v].dims else ds[v]
+        if set(da.dims) != {"latitude", "longitude"}:
+            raise era5.DataError(f"{store}: static field '{v}' has dims {da.dims}; expected (latitude, longitude)")
+        field = np.asarray(da.transpose("latitude", "longitude").values, np.float32)
+        if not np.isfinite(field).all():
+            raise era5.DataError(f"{store}: static field '{v}' has non-finite values")
+        out.append(field)
+    return np.stack(out) if out else np.zeros((0, ds.sizes["latitude"], ds.sizes["longitude"]), np.float32)
+
+
 def _as_channels(arrays: list[np.ndarray]) -> np.ndarray:
     """Stack per-variable arrays (n, [L,] lat, lon) into (n, C, lat, lon) float32."""
     parts = [a if a.ndim == 4 else a[:, None] for a in arrays]
@@ -118,6 +139,11 @@ class Sampler:
         self.cfg = cfg
         self.stride = era5.check_training_ready(ds, cfg.timestep_hours)
         self.variables = tuple(names.long_name(v) for v in cfg.variables)
+        store = ds.attrs.get("source", "<dataset>")
+        for v in self.variables:
+            if "time" not in ds[v].dims:
+                raise era5.DataError(f"{store}: {v} has no time axis; list static fields under data.static")
+        self.static = static_fields(ds, cfg.static)
         unknown = [f for f in cfg.forcings if f not in forcings.FORCINGS]
         if unknown:
             raise ValueError(f"unknown forcing(s) {unknown}; known: {list(forcings.FORCINGS)}")
@@ -148,7 +174,7 @@ class Sampler:
     def from_config(cls, cfg: DataConfig, split: str, store: str | None = None, **kwargs) -> Sampler:
         """Open `store` (or cfg.store) restricted to the split ('train', 'validation', 'test')."""
         time_range = getattr(cfg, split)
-        ds = era5.open(store or cfg.store, cfg.variables, cfg.levels, time_range.as_slice())
+        ds = era5.open(store or cfg.store, cfg.variables + cfg.static, cfg.levels, time_range.as_slice())
         return cls(ds, cfg, shuffle=kwargs.pop("shuffle", split == "train"), **kwargs)
 
     def __len__(self) -> int:
