@@ -1,18 +1,28 @@
-"""The physics world: a tiny Held-Suarez run (T21, 8 layers, 5 days spin-up, 2 days archived)."""
+"""The physics world: a tiny Held-Suarez run (T21, 8 layers, 5 days spin-up, 2 days archived),
+and a longer one (12 daily chunks) that is killed and resumed."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 from weatherens import cli, grid
+from weatherens import data as data_mod
 from weatherens.config import WorldConfig
-from weatherens.data import names, world
+from weatherens.data import names, world, world_store
 
 CFG = WorldConfig(
     years=2 / 365,  # 8 archived times
@@ -25,11 +35,22 @@ CFG = WorldConfig(
     state_every_days=1.0,
 )
 NTIMES = 2 * 24 // CFG.archive_hours
+# Same model and chunk length as CFG (so the jitted functions are shared), 12 chunks of one day.
+LONG = dataclasses.replace(CFG, years=12 / 365, seed=5, spinup_days=2.0)
+LONG_CHUNKS = 12
+CHUNK_FRAMES = 24 // CFG.archive_hours  # frames between saved states
+STORE_LOG = "weatherens.data.world_store"
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return world.build_world(tmp_path_factory.mktemp("world") / "truth.zarr", CFG, progress=False)
+    return world_store.build_world(tmp_path_factory.mktemp("world") / "truth.zarr", CFG, progress=False)
+
+
+@pytest.fixture(scope="module")
+def long_world(store, tmp_path_factory):
+    """LONG built without interruption (after `store`, so the jitted functions are warm)."""
+    return world_store.build_world(tmp_path_factory.mktemp("long") / "long.zarr", LONG, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +80,7 @@ def test_schema(ds, store):
     assert "lowest sigma layer" in ds["2m_temperature"].attrs["comment"]
     assert "vorticity" not in raw and "state_time" not in raw.dims  # the subgroup stays out of the root
     assert "no moisture, no orography, no seasons" in ds.attrs["description"]
-    assert json.loads(ds.attrs[world.CONFIG_ATTR]) == json.loads(world._config_json(CFG))
+    assert json.loads(ds.attrs[world_store.CONFIG_ATTR]) == json.loads(world_store._config_json(CFG))
     assert ds.attrs["dinosaur_version"] and ds.attrs["weatherens_version"]
 
 
@@ -80,7 +101,7 @@ def test_saved_states_restart_the_truth(ds, store):
     times, states = world.load_truth_states(store)
     np.testing.assert_array_equal(times, ds.time.values[:: 4])  # one state a day
     assert states.vorticity.shape[0] == len(times) == 2
-    model = world.truth_model(world.world_config(store))
+    model = world.truth_model(world_store.world_config(store))
     assert states.vorticity.shape[1:] == model.coords.modal_shape
     for i in range(len(times)):
         state = jax.tree.map(lambda x, i=i: x[i], states)
@@ -92,27 +113,29 @@ def test_saved_states_restart_the_truth(ds, store):
             np.testing.assert_allclose(got, ds[k].isel(time=t + 1), rtol=1e-5, atol=1e-5 * float(abs(ds[k]).max()), err_msg=k)
 
 
-def test_same_seed_is_bitwise_identical_and_stale_partial_is_removed(ds, tmp_path):
+def test_same_seed_is_bitwise_identical_and_stale_partial_is_removed(ds, tmp_path, caplog):
     out = tmp_path / "again.zarr"
     stale = out.with_name(out.name + ".partial")
     stale.mkdir()
     (stale / "junk").write_text("left by a killed run")
-    world.build_world(out, CFG, progress=False)
+    with caplog.at_level(logging.WARNING, logger=STORE_LOG):
+        world_store.build_world(out, CFG, progress=False)
+    assert "is unreadable" in caplog.text and "starting over" in caplog.text
     assert not stale.exists()
     again = xr.open_zarr(out).load()
     for name in ds.data_vars:
         np.testing.assert_array_equal(again[name].values, ds[name].values, err_msg=name)
-    other = xr.open_zarr(world.build_world(tmp_path / "seed4.zarr", dataclasses.replace(CFG, seed=4), progress=False))
+    other = xr.open_zarr(world_store.build_world(tmp_path / "seed4.zarr", dataclasses.replace(CFG, seed=4), progress=False))
     assert not np.array_equal(other.temperature.values, ds.temperature.values)
 
 
 def test_existing_world_is_a_cache_and_a_different_config_raises(store):
     files = sorted(p for p in store.rglob("*") if p.is_file())
     before = [p.stat().st_mtime_ns for p in files]
-    assert world.build_world(store, CFG, progress=False) == store
+    assert world_store.build_world(store, CFG, progress=False) == store
     assert [p.stat().st_mtime_ns for p in files] == before
     with pytest.raises(ValueError, match=f"{store}.*seed: store has 3, asked for 4"):
-        world.build_world(store, dataclasses.replace(CFG, seed=4), progress=False)
+        world_store.build_world(store, dataclasses.replace(CFG, seed=4), progress=False)
 
 
 def test_cli_world_returns_the_cached_store(store, capsys):
@@ -142,5 +165,135 @@ def test_bad_config_fails_early(tmp_path):
     with pytest.raises(ValueError, match="resolution"):
         world.truth_grid("42")
     with pytest.raises(ValueError, match="timestep_minutes"):
-        world.build_world(tmp_path / "x.zarr", dataclasses.replace(CFG, timestep_minutes=7.0))
+        world_store.build_world(tmp_path / "x.zarr", dataclasses.replace(CFG, timestep_minutes=7.0))
     assert not (tmp_path / "x.zarr").exists()
+
+
+class _Killed(Exception):
+    """Stands in for SIGKILL inside the build (the partial stays as it is)."""
+
+
+def _build_killed(monkeypatch, out: Path, cfg, where: str, call: int, after: bool = False) -> Path:
+    """build_world(out, cfg), killed at the `call`-th call of world_store.`where` (before it, or just after it)."""
+    real, calls = getattr(world_store, where), []
+
+    def killing(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == call and not after:
+            raise _Killed(where)
+        result = real(*args, **kwargs)
+        if len(calls) == call:
+            raise _Killed(where)
+        return result
+
+    with monkeypatch.context() as m:
+        m.setattr(world_store, where, killing)
+        with pytest.raises(_Killed):
+            world_store.build_world(out, cfg, progress=False)
+    partial = out.with_name(out.name + ".partial")
+    assert not out.exists() and partial.exists()
+    return partial
+
+
+def _assert_same_files(got: Path, want: Path) -> None:
+    """Bitwise identical stores: the same files with the same bytes (data, metadata, attributes)."""
+    files = sorted(str(p.relative_to(want)) for p in want.rglob("*") if p.is_file())
+    assert sorted(str(p.relative_to(got)) for p in got.rglob("*") if p.is_file()) == files
+    for f in files:
+        assert (got / f).read_bytes() == (want / f).read_bytes(), f
+
+
+def _chunks_kept(log_text: str) -> int:
+    m = re.search(r"resuming .*: (\d+) of (\d+) chunks kept", log_text)
+    assert m, log_text
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("cfg, where, call, after, said", [
+    (CFG, "_append", 1, False, "holds no whole saved state (killed during the spin-up); starting over"),
+    (CFG, "_append", 2, False, "0 of 2 chunks kept"),  # the state after the spin-up is whole: the spin-up is not redone
+    (CFG, "_finish", 1, True, "is complete but was not renamed; finishing it"),
+    (dataclasses.replace(CFG, seed=4), "_append", 2, False,
+     "was started with another config (seed: store has 4, asked for 3); starting over"),
+])
+def test_partial_is_resumed_or_replaced(store, tmp_path, monkeypatch, caplog, cfg, where, call, after, said):
+    out = tmp_path / "w.zarr"
+    _build_killed(monkeypatch, out, cfg, where, call, after)
+    with caplog.at_level(logging.WARNING, logger=STORE_LOG):
+        assert world_store.build_world(out, CFG, progress=False) == out
+    assert said in caplog.text
+    _assert_same_files(out, store)
+
+
+def test_inconsistent_partial_is_cut_back_to_the_last_whole_chunk(long_world, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "w.zarr"
+    partial = _build_killed(monkeypatch, out, LONG, "_append", 8)  # before frames 3: states 0-3, frames of chunks 0-2
+    sched = world_store._Schedule.of(LONG)
+    root = zarr.open_group(str(partial), mode="r+")
+
+    def last_whole() -> int:
+        return world_store._last_whole_chunk(root, LONG, sched)
+
+    def resized_never_written(array, keep: int) -> None:  # what a kill between zarr's resize and write leaves
+        n = array.shape[0]
+        array.resize((keep, *array.shape[1:]))
+        array.resize((n, *array.shape[1:]))
+
+    assert last_whole() == 3
+    resized_never_written(root["physics_state/divergence"], 3)  # state 3 half written
+    assert last_whole() == 2
+    resized_never_written(root["time"], CHUNK_FRAMES)  # chunk 1's times read as 0 (the fill value): not whole
+    assert last_whole() == 1
+    root["temperature"].resize((CHUNK_FRAMES + 1, 4, 32, 64))  # arrays of different lengths, some longer than the rest
+    root["v_component_of_wind"].resize((16, 4, 32, 64))
+    root["physics_state/sim_time"].resize((2,))
+    assert last_whole() == 1
+
+    first_chunk = [partial / "temperature/c/0/0/0/0", partial / "physics_state/vorticity/c/0/0/0/0"]
+    mtimes = [p.stat().st_mtime_ns for p in first_chunk]
+    with caplog.at_level(logging.WARNING, logger=STORE_LOG):
+        world_store.build_world(out, LONG, progress=False)
+    assert _chunks_kept(caplog.text) == 1
+    assert [(out / p.relative_to(partial)).stat().st_mtime_ns for p in first_chunk] == mtimes
+    _assert_same_files(out, long_world)
+
+
+def _frames_written(partial: Path) -> int:
+    try:
+        return json.loads((partial / "time" / "zarr.json").read_text())["shape"][0]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_killed_build_is_never_mistaken_for_whole_and_resumes_bitwise(long_world, tmp_path, caplog):
+    out, config = tmp_path / "killed.zarr", tmp_path / "long.yaml"
+    partial = out.with_name(out.name + ".partial")
+    config.write_text("world:\n" + "".join(f"  {f.name}: {json.dumps(getattr(LONG, f.name))}\n"
+                                             for f in dataclasses.fields(LONG)))
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "weatherens", "world", "--out", str(out), "--config", str(config),
+                                 "--quiet"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 300
+        # chunk 1's frames have begun, so chunk 0 and state 1 are whole; 10 more chunks to go
+        while _frames_written(partial) < 2 * CHUNK_FRAMES:
+            assert proc.poll() is None, f"the build ended before it was killed: {stderr.read_text()}"
+            assert time.monotonic() < deadline, "the build did not get going"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and partial.exists()
+    with pytest.raises(FileNotFoundError):
+        data_mod.open(out)
+
+    first_chunk = [partial / "temperature/c/0/0/0/0", partial / "physics_state/vorticity/c/0/0/0/0"]
+    mtimes = [p.stat().st_mtime_ns for p in first_chunk]
+    with caplog.at_level(logging.WARNING, logger=STORE_LOG):
+        world_store.build_world(out, LONG, progress=False)
+    assert 1 <= _chunks_kept(caplog.text) < LONG_CHUNKS
+    assert not partial.exists()
+    assert [(out / p.relative_to(partial)).stat().st_mtime_ns for p in first_chunk] == mtimes
+    _assert_same_files(out, long_world)

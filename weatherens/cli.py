@@ -29,12 +29,12 @@ def _load_config(args: argparse.Namespace, extra: list[str] = ()) -> config_mod.
 
 
 def cmd_world(args: argparse.Namespace) -> int:
-    from weatherens.data import world
+    from weatherens.data import world_store
 
     extra = [f"world.{k}={v}" for k, v in (("years", args.years), ("seed", args.seed), ("resolution", args.resolution)) if v is not None]
     exp = _load_config(args, extra)
-    path = world.build_world(args.out, exp.world, progress=not args.quiet)
-    print(world.describe(path))
+    path = world_store.build_world(args.out, exp.world, progress=not args.quiet)
+    print(world_store.describe(path))
     return 0
 
 

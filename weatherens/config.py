@@ -150,11 +150,12 @@ def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -
 
 
 def to_dict(exp: Any) -> dict:
-    """A plain, YAML-serialisable dict of a config (tuples become lists)."""
+    """A plain, YAML-serialisable dict of a config (tuples become lists, ints in float fields floats)."""
 
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            hints = typing.get_type_hints(type(v))
+            return {f.name: plain(_coerce(getattr(v, f.name), hints[f.name], f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         return v

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from weatherens import config
-from weatherens.data import era5, stats, world
+from weatherens.data import era5, stats, world_store
 from weatherens.data.pipeline import Sampler
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -48,8 +48,8 @@ def _stats_table(table, channels: tuple[str, ...]) -> str:
 def run(cache: Path, quick: bool = False, progress: bool = True) -> int:
     exp = experiment(quick)
     path = world_path(cache, exp.world)
-    world.build_world(path, exp.world, progress=progress)
-    print(world.describe(path))
+    world_store.build_world(path, exp.world, progress=progress)
+    print(world_store.describe(path))
 
     data_cfg = exp.data
     print(f"\nTraining data ({data_cfg.timestep_hours} h step, rollout {data_cfg.rollout_steps}, batch {data_cfg.batch_size}):")

@@ -1,4 +1,4 @@
-"""The physics world: a Held-Suarez dinosaur run archived in the ERA5 / WeatherBench 2 schema.
+"""The physics world's model: a Held-Suarez dinosaur run, archived in the ERA5 / WeatherBench 2 schema.
 
 The truth is dinosaur's sigma-coordinate primitive equations (Google's JAX dynamical core behind
 NeuralGCM) with the forcing of Held & Suarez (1994, BAMS 75(10), 1825-1830): Newtonian relaxation
@@ -7,22 +7,19 @@ dynamical core: no moisture, no orography, no seasons or diurnal cycle. The trut
 resolution (e.g. T42) than the archive (64 x 32, a few pressure levels), so a forecaster that sees
 only the archive faces real uncertainty.
 
-Store layout (zarr v3, consolidated): the root holds the archive, dims `time, level, latitude,
-longitude`; the subgroup `physics_state` holds full spectral model states every
-`cfg.state_every_days`, so that physics ensembles can start from the exact truth
-(`load_truth_states`, `truth_model(cfg).advance`, `truth_model(cfg).archive`).
+This module is the model: `truth_model(cfg)` (time step, archive interval, archived fields),
+`initial_state`, `chunk_fn` (a run of archived frames) and `load_truth_states`, which reads back
+the saved full states so that physics ensembles can start from the exact truth
+(`truth_model(cfg).advance`, `truth_model(cfg).archive`). Building, resuming and describing the
+zarr store is `weatherens.data.world_store` (`build_world`, `describe`, `world_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.metadata
-import json
 import math
 import re
-import shutil
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-import zarr
 from dinosaur import (
     coordinate_systems,
     held_suarez,
@@ -43,16 +39,12 @@ from dinosaur import (
     time_integration,
     vertical_interpolation,
 )
-from tqdm.auto import tqdm
 
-import weatherens
-from weatherens import config as config_mod
 from weatherens import grid as grid_mod
 from weatherens.config import WorldConfig
 
 STATE_GROUP = "physics_state"
-COMPLETE_ATTR = "weatherens_world_complete"
-CONFIG_ATTR = "weatherens_world_config"
+STATE_FIELDS = ("vorticity", "divergence", "temperature_variation", "log_surface_pressure")  # saved per state
 DESCRIPTION = "Held–Suarez dry dynamical core: no moisture, no orography, no seasons or diurnal cycle"
 REFERENCES = (
     "Held, I. M. and M. J. Suarez, 1994: A proposal for the intercomparison of the dynamical cores of "
@@ -237,148 +229,10 @@ def initial_state(model: TruthModel, seed: int) -> primitive_equations.State:
 
 
 @functools.lru_cache(maxsize=8)
-def _chunk_fn(model: TruthModel, frames: int) -> Callable:
+def chunk_fn(model: TruthModel, frames: int) -> Callable:
     """Jitted: state at t -> (state at t + frames intervals, archived fields at t ... t + (frames-1) intervals)."""
     return jax.jit(time_integration.trajectory_from_step(
         model.step, frames, model.steps_per_archive, start_with_input=True, post_process_fn=model.archive_fields))
-
-
-def _config_json(cfg: WorldConfig) -> str:
-    return json.dumps(config_mod.to_dict(cfg), sort_keys=True)
-
-
-def world_config(path: str | Path) -> WorldConfig:
-    """The WorldConfig a world store was built with (from its attributes)."""
-    attrs = zarr.open_group(str(path), mode="r").attrs
-    if CONFIG_ATTR not in attrs:
-        raise ValueError(f"{path}: not a weatherens physics world (no {CONFIG_ATTR!r} attribute)")
-    fields = json.loads(attrs[CONFIG_ATTR])
-    return WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-
-
-def _check_existing(out: Path, cfg: WorldConfig) -> None:
-    try:
-        attrs = dict(zarr.open_group(str(out), mode="r").attrs)
-    except Exception as err:  # noqa: BLE001 - any unreadable store is reported the same way
-        raise ValueError(f"{out}: exists but is not a readable zarr store ({err}); remove it or choose another path") from err
-    if not attrs.get(COMPLETE_ATTR):
-        raise ValueError(f"{out}: exists but is not a complete physics world; remove it to rebuild")
-    theirs, ours = json.loads(attrs.get(CONFIG_ATTR, "{}")), json.loads(_config_json(cfg))
-    diff = {k: (theirs.get(k), ours[k]) for k in ours if theirs.get(k) != ours[k]}
-    if diff:
-        details = ", ".join(f"{k}: store has {a!r}, asked for {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"{out}: a physics world built with a different config ({details}); "
-                         "remove it or choose another path")
-
-
-def _frames_dataset(fields: dict[str, np.ndarray], times: np.ndarray, cfg: WorldConfig) -> xr.Dataset:
-    dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
-    data = {k: (dims3 if k in LEVEL_VARIABLES else dims2, v, VARIABLE_ATTRS[k]) for k, v in fields.items()}
-    coords = {
-        "time": ("time", times, {"standard_name": "time", "long_name": "time"}),
-        "level": ("level", np.array(sorted(cfg.levels), np.int64),
-                  {"units": "hPa", "long_name": "pressure_level", "standard_name": "air_pressure", "positive": "down"}),
-        "latitude": ("latitude", grid_mod.equiangular_latitudes(cfg.nlat),
-                     {"units": "degrees_north", "long_name": "latitude", "standard_name": "latitude"}),
-        "longitude": ("longitude", grid_mod.longitudes(cfg.nlon),
-                      {"units": "degrees_east", "long_name": "longitude", "standard_name": "longitude"}),
-    }
-    return xr.Dataset(data, coords)
-
-
-def _states_dataset(model: TruthModel, state: primitive_equations.State, time: np.datetime64, sim_time: float) -> xr.Dataset:
-    m, l = model.coords.horizontal.modal_axes
-    spectral = ("longitudinal_wavenumber", "total_wavenumber")
-    data = {k: (("state_time", "sigma", *spectral), np.asarray(getattr(state, k))[None])
-            for k in ("vorticity", "divergence", "temperature_variation")}
-    data["log_surface_pressure"] = (("state_time", "surface", *spectral), np.asarray(state.log_surface_pressure)[None])
-    data["sim_time"] = (("state_time",), np.array([sim_time]),
-                        {"long_name": "nondimensional model time since the start of the spin-up"})
-    coords = {"state_time": ("state_time", np.array([time], "datetime64[ns]")), "sigma": model.coords.vertical.centers,
-              "longitudinal_wavenumber": np.asarray(m), "total_wavenumber": np.asarray(l)}
-    return xr.Dataset(data, coords, attrs={
-        "description": "dinosaur primitive_equations.State in modal (spectral) form, nondimensional units "
-                       "(PrimitiveEquationsSpecs.from_si); rebuild the model with weatherens.data.world.truth_model",
-        "reference_temperature_K": 288.0,
-    })
-
-
-def _append(ds: xr.Dataset, path: Path, dim: str, group: str | None, first: bool, start: str) -> None:
-    if first:
-        enc = {k: {"chunks": (1, *v.shape[1:]), "dtype": "float32"} for k, v in ds.data_vars.items() if v.dtype == np.float32}
-        enc[dim] = {"units": f"hours since {np.datetime64(start, 's')}", "calendar": "proleptic_gregorian", "dtype": "int64"}
-        ds.to_zarr(path, group=group, mode="a", encoding=enc, consolidated=False, zarr_format=3)
-    else:
-        ds.to_zarr(path, group=group, append_dim=dim, consolidated=False, zarr_format=3)
-
-
-def build_world(out: str | Path, cfg: WorldConfig, *, progress: bool = True) -> Path:
-    """Run the truth and archive it at `out` (zarr v3), or return `out` if it already holds this world.
-
-    Spin-up of `cfg.spinup_days` (rounded to whole archive intervals) is discarded; then
-    `cfg.years * 365` days are archived every `cfg.archive_hours` from `cfg.start`, and the full
-    model state every `cfg.state_every_days` into the `physics_state` group. Written to
-    `out + '.partial'` and renamed when complete; a stale partial is removed. Raises ValueError if
-    `out` holds a world built with another config.
-    """
-    out = Path(out)
-    if out.exists():
-        _check_existing(out, cfg)
-        return out
-    model = truth_model(cfg)
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-
-    interval_days = cfg.archive_hours / 24
-    n_spin = round(cfg.spinup_days / interval_days)
-    n_frames = round(cfg.years * 365 / interval_days)
-    per_state = round(cfg.state_every_days / interval_days)
-    start = np.datetime64(cfg.start, "ns")
-    step_td = np.timedelta64(cfg.archive_hours, "h")
-
-    state = initial_state(model, cfg.seed)
-    with tqdm(total=n_spin * interval_days, unit="day", desc="spin-up", disable=not progress) as bar:
-        for i in range(1, n_spin + 1):
-            state = model.advance(state)
-            if i % 4 == 0 or i == n_spin:  # wait now and then, so the bar shows computed (not queued) days
-                jax.block_until_ready(state)
-                bar.update(bar.total * i / n_spin - bar.n)
-
-    with tqdm(total=n_frames * interval_days, unit="day", desc="archive", disable=not progress) as bar:
-        for first in range(0, n_frames, per_state):
-            frames = min(per_state, n_frames - first)
-            sim_time = model.model_time((n_spin + first) * interval_days)
-            state = dataclasses.replace(state, sim_time=jnp.float32(sim_time))
-            _append(_states_dataset(model, state, start + first * step_td, sim_time),
-                    partial, "state_time", STATE_GROUP, first == 0, cfg.start)
-            state, fields = _chunk_fn(model, frames)(state)
-            times = start + (first + np.arange(frames)) * step_td
-            _append(_frames_dataset(jax.device_get(fields), times, cfg), partial, "time", None, first == 0, cfg.start)
-            bar.update(frames * interval_days)
-
-    root = zarr.open_group(str(partial), mode="a")
-    root.attrs.update({
-        "title": "weatherens physics world",
-        "description": DESCRIPTION,
-        "references": REFERENCES,
-        "Conventions": "CF-1.8",
-        "source": (f"dinosaur {importlib.metadata.version('dinosaur')} primitive equations (sigma coordinates), "
-                   f"{cfg.resolution} ({model.coords.horizontal.longitude_nodes}x{model.coords.horizontal.latitude_nodes} "
-                   f"Gaussian grid), {cfg.layers} equidistant sigma layers, imex_rk_sil3, dt {cfg.timestep_minutes} min; "
-                   "archived by conservative regridding of fields interpolated linearly in log pressure"),
-        "weatherens_version": weatherens.__version__,
-        "dinosaur_version": importlib.metadata.version("dinosaur"),
-        CONFIG_ATTR: _config_json(cfg),
-        "spinup_days_run": n_spin * interval_days,
-    })
-    root.attrs[COMPLETE_ATTR] = True
-    with warnings.catch_warnings():  # "consolidated metadata is not part of the zarr v3 spec" (xarray reads it)
-        warnings.simplefilter("ignore", UserWarning)
-        zarr.consolidate_metadata(str(partial))
-    partial.rename(out)
-    return out
 
 
 def load_truth_states(path: str | Path) -> tuple[np.ndarray, primitive_equations.State]:
@@ -392,47 +246,8 @@ def load_truth_states(path: str | Path) -> tuple[np.ndarray, primitive_equations
     except (FileNotFoundError, KeyError) as err:
         raise ValueError(f"{path}: no {STATE_GROUP!r} group (not a physics world?)") from err
     state = primitive_equations.State(
-        **{k: jnp.asarray(ds[k].values) for k in ("vorticity", "divergence", "temperature_variation", "log_surface_pressure")},
+        **{k: jnp.asarray(ds[k].values) for k in STATE_FIELDS},
         sim_time=jnp.asarray(ds["sim_time"].values, jnp.float32),
     )
     return ds["state_time"].values, state
 
-
-def _store_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
-
-
-def describe(path: str | Path) -> str:
-    """A human summary of a world: times, grid, variables, a few physical numbers, size, settings."""
-    path = Path(path)
-    ds = xr.open_zarr(str(path))
-    w = xr.DataArray(grid_mod.latitude_weights(ds.latitude.values), dims="latitude")
-    sample = ds.isel(time=np.unique(np.linspace(0, ds.sizes["time"] - 1, min(ds.sizes["time"], 40)).astype(int))).load()
-    t = ds.time.values
-    step_h = f"{(t[1] - t[0]) / np.timedelta64(1, 'h'):g}" if t.size > 1 else "?"
-    lines = [
-        f"physics world {path} ({_store_bytes(path) / 2**20:.1f} MiB on disk)",
-        f"  {ds.attrs.get('description', '')}",
-        f"  time: {str(t[0])[:16]} .. {str(t[-1])[:16]}, {t.size} times every {step_h} h",
-        f"  grid: {ds.sizes['longitude']} x {ds.sizes['latitude']} (lon x lat), levels {[int(p) for p in ds.level.values]} hPa",
-        "  variables:",
-    ]
-    for name, var in ds.data_vars.items():
-        lines.append(f"    {name:22s} [{var.attrs.get('units', '?')}] {'on levels' if 'level' in var.dims else 'single level'}")
-    numbers = []
-    if "temperature" in ds and 850 in ds.level:
-        t850 = sample.temperature.sel(level=850).weighted(w).mean(("latitude", "longitude")).mean().item()
-        numbers.append(f"global-mean T850 {t850:.1f} K")
-    if "geopotential" in ds and 500 in ds.level:
-        z500 = sample.geopotential.sel(level=500)
-        numbers.append(f"z500 {z500.min().item():.0f} .. {z500.max().item():.0f} m**2 s**-2")
-    if "u_component_of_wind" in ds and 250 in ds.level:
-        u250 = sample.u_component_of_wind.sel(level=250).mean(("longitude", "time")).max().item()
-        numbers.append(f"max zonal-mean u250 {u250:.1f} m s**-1")
-    if "surface_pressure" in ds:
-        numbers.append(f"global-mean surface pressure {sample.surface_pressure.weighted(w).mean().item():.0f} Pa")
-    lines.append(f"  sampled ({sample.sizes['time']} times): " + "; ".join(numbers))
-    lines.append(f"  truth: {ds.attrs.get('source', '?')}")
-    lines.append(f"  config: {ds.attrs.get(CONFIG_ATTR, '?')}")
-    lines.append(f"  versions: weatherens {ds.attrs.get('weatherens_version', '?')}, dinosaur {ds.attrs.get('dinosaur_version', '?')}")
-    return "\n".join(lines)
