@@ -170,7 +170,7 @@ def _select(
         have = ds["level"].values
         missing = [lev for lev in levels if not np.isin(lev, have)]
         if missing:
-            leveled = ", ".join(str(v) for v in ds.data_vars if "level" in ds[v].dims)
+            leveled = ", ".join(sorted(str(v) for v in ds.data_vars if "level" in ds[v].dims))
             shown = ", ".join(f"{h:g}" for h in have)
             raise DataError(f"{store}: {leveled}: level(s) {', '.join(f'{m:g}' for m in missing)} not in store (has {shown})")
         ds = ds.sel(level=np.asarray(levels, dtype=have.dtype))
