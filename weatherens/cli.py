@@ -62,6 +62,22 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from weatherens.verify import evaluate, run
+
+    written = run.verify(
+        args.forecast, args.truth, args.out, names=args.name, climatology=args.climatology,
+        variables=args.variables, regions=args.regions or evaluate.REGIONS, thresholds=args.thresholds or (),
+        plots=args.plots, baseline=args.baseline, scheduler=args.scheduler, seed=args.seed,
+        progress=not args.quiet,
+    )
+    for path in written:
+        print(f"scores: {path}")
+    if args.plots:
+        print(f"plots: {args.plots}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from weatherens import demo
 
@@ -95,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variables", nargs="*", help="variables to select (short or long names)")
     p.add_argument("--timestep-hours", type=int, default=6, help="model time step to check against (default 6)")
     p.set_defaults(func=cmd_inspect)
+    p = sub.add_parser("verify", help="score WeatherBench-2-format forecasts against a truth (CRPS, RMSE, SSR, ACC, spectra)")
+    p.add_argument("--forecast", action="append", required=True, help="forecast zarr (repeat for several)")
+    p.add_argument("--name", action="append", help="a label per forecast (default: the file stem)")
+    p.add_argument("--truth", required=True, help="truth store (ERA5, WB2 ERA5 or a physics world)")
+    p.add_argument("--out", type=Path, required=True, help="scores netCDF (with several forecasts: OUT.<name>.nc)")
+    p.add_argument("--climatology", help="climatology store for ACC (WB2 dayofyear/hour layout); default: truth time mean")
+    p.add_argument("--variables", nargs="+", help="variables to score (default: all of the forecast's)")
+    p.add_argument("--regions", nargs="+", help="regions (default: global tropics extratropics_nh extratropics_sh)")
+    p.add_argument("--thresholds", nargs="+", help="Brier thresholds: values (273.15) or truth quantiles (q0.9)")
+    p.add_argument("--plots", type=Path, help="write PNG figures to this folder")
+    p.add_argument("--baseline", help="the forecast name the scorecard compares against (default: the second)")
+    p.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://10.0.0.1:8786")
+    p.add_argument("--seed", type=int, default=0, help="seed for breaking rank ties (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("stats", help="normalization statistics of the training split (one dask pass), saved and reused")
     p.add_argument("--data", help="store path or URL (default: config data.store)")
     p.add_argument("--out", type=Path, required=True, help="netCDF file to write (reused when it matches the data)")

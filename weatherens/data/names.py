@@ -74,6 +74,11 @@ DIM_ALIASES: dict[str, str] = {
     "valid_time": "time",
     "time_index": "time",
     "datetime": "time",
+    "init_time": "time",
+    "realization": "number",
+    "member": "number",
+    "lead_time": "prediction_timedelta",
+    "step": "prediction_timedelta",
 }
 
 

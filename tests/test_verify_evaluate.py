@@ -1,0 +1,192 @@
+"""verify end to end: alignment by valid time, layouts, missing truth, hand-checked values, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from conftest import canonical_dataset, write_zarr
+from weatherens import cli, grid
+from weatherens.verify import evaluate, forecast
+
+LEADS_H = (6, 12, 18)
+
+
+def make_forecast(truth: xr.Dataset, inits: slice, members: int, noise: float, seed: int = 0, leads=LEADS_H):
+    """Members = truth at valid time + independent N(0, noise^2) (an exchangeable ensemble when the
+    truth is also perturbed the same way); WB2 layout: time, prediction_timedelta, number, ..."""
+    rng = np.random.default_rng(seed)
+    init_times = truth["time"].values[inits]
+    out = {}
+    for v in truth.data_vars:
+        per_lead = []
+        for h in leads:
+            valid = init_times + np.timedelta64(h, "h")
+            x = truth[v].sel(time=valid).values.astype(np.float64)
+            per_lead.append(x[:, None] + noise * rng.standard_normal((x.shape[0], members) + x.shape[1:]))
+        data = np.stack(per_lead, axis=1).astype(np.float32)  # (time, lead, number, ...)
+        dims = ("time", "prediction_timedelta", "number") + truth[v].dims[1:]
+        out[v] = (dims, data, dict(truth[v].attrs))
+    coords = {
+        "time": init_times,
+        "prediction_timedelta": np.array(leads, "timedelta64[h]").astype("timedelta64[ns]"),
+        "number": np.arange(members),
+        "level": truth["level"].values, "latitude": truth["latitude"].values, "longitude": truth["longitude"].values,
+    }
+    return xr.Dataset(out, coords=coords)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify")
+    truth = canonical_dataset(ntime=24, nlat=16, nlon=32)
+    fcst = make_forecast(truth, slice(0, 8), members=5, noise=1.0)
+    return truth, fcst, write_zarr(truth, root / "truth.zarr"), write_zarr(fcst, root / "fc.zarr"), root
+
+
+def score(path, truth_path, **kw):
+    return evaluate.evaluate(forecast.open_forecast(path), forecast.open_truth(truth_path), progress=False, **kw)
+
+
+def test_scores_dataset_has_the_documented_form(stores):
+    truth, fcst, tpath, fpath, _ = stores
+    s = score(fpath, tpath)
+    assert s["temperature"].dims == ("metric", "lead_time", "region", "level")
+    assert s["2m_temperature"].dims == ("metric", "lead_time", "region")
+    assert set(evaluate.BASE_METRICS) <= set(s["metric"].values.tolist())
+    assert list(s["region"].values) == list(evaluate.REGIONS)
+    np.testing.assert_array_equal(s["lead_time"].values, fcst["prediction_timedelta"].values)
+    assert s["temperature"].attrs["units"] == "K"
+    assert s["temperature_rank_histogram"].sizes["rank"] == 6
+    assert set(s["temperature_sh_spectrum"]["source"].values) == {"truth", "members", "ensemble_mean"}
+    assert json.loads(s.attrs["missing"]) == {}
+
+
+def test_rmse_and_crps_match_a_hand_computation(stores):
+    """Recompute one lead's global scores with plain numpy: the WB2 order of reductions."""
+    truth, fcst, tpath, fpath, _ = stores
+    s = score(fpath, tpath)
+    w = grid.latitude_weights(truth["latitude"].values)[:, None]
+    lead = np.timedelta64(12, "h")
+    f = fcst["2m_temperature"].sel(prediction_timedelta=lead).values.astype(np.float64)  # (init, M, lat, lon)
+    y = truth["2m_temperature"].sel(time=fcst["time"].values + lead).values.astype(np.float64)
+    wmean = lambda a: (a * w).mean(axis=(-2, -1)) / w.mean()  # noqa: E731
+    rmse = np.sqrt(wmean((f.mean(1) - y) ** 2).mean())
+    m = f.shape[1]
+    pair = np.abs(f[:, :, None] - f[:, None, :]).sum(axis=(1, 2))
+    crps_fair = wmean(np.abs(f - y[:, None]).mean(1) - pair / (2 * m * (m - 1))).mean()
+    spread = np.sqrt(wmean(f.var(axis=1, ddof=1)).mean())
+    got = s["2m_temperature"].sel(lead_time=lead, region="global")
+    np.testing.assert_allclose(got.sel(metric="rmse"), rmse, rtol=1e-6)
+    np.testing.assert_allclose(got.sel(metric="crps_fair"), crps_fair, rtol=1e-6)
+    np.testing.assert_allclose(got.sel(metric="spread"), spread, rtol=1e-6)
+    np.testing.assert_allclose(got.sel(metric="ssr"), spread / rmse, rtol=1e-6)
+
+
+def test_a_perfect_forecast_scores_zero(tmp_path):
+    truth = canonical_dataset(ntime=16, nlat=16, nlon=32)
+    fcst = make_forecast(truth, slice(0, 6), members=3, noise=0.0)
+    s = score(write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr"))
+    for m in ("crps", "crps_fair", "rmse", "spread"):
+        np.testing.assert_allclose(s["geopotential"].sel(metric=m), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["realization_lead_time", "latitude_descending", "lon_lat_order"])
+def test_forecast_layouts_give_the_same_scores(stores, tmp_path, layout):
+    truth, fcst, tpath, fpath, _ = stores
+    if layout == "realization_lead_time":
+        other = fcst.rename({"number": "realization", "prediction_timedelta": "lead_time"})
+    elif layout == "latitude_descending":
+        other = fcst.isel(latitude=slice(None, None, -1))
+    else:
+        other = fcst.transpose(..., "longitude", "latitude")
+    a = score(fpath, tpath)
+    b = score(write_zarr(other, tmp_path / "other.zarr"), tpath)
+    for v in ("temperature", "2m_temperature", "temperature_rank_histogram"):
+        np.testing.assert_allclose(a[v].values, b[v].values, rtol=1e-12, err_msg=v)
+
+
+def test_one_member_crps_is_the_mean_absolute_error(tmp_path):
+    truth = canonical_dataset(ntime=16, nlat=16, nlon=32)
+    fcst = make_forecast(truth, slice(0, 6), members=1, noise=2.0)
+    s = score(write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr"))
+    w = grid.latitude_weights(truth["latitude"].values)[:, None]
+    lead = np.timedelta64(6, "h")
+    f = fcst["2m_temperature"].sel(prediction_timedelta=lead).values[:, 0].astype(np.float64)
+    y = truth["2m_temperature"].sel(time=fcst["time"].values + lead).values
+    mae = ((np.abs(f - y) * w).mean(axis=(-2, -1)) / w.mean()).mean()
+    np.testing.assert_allclose(s["2m_temperature"].sel(metric="crps", lead_time=lead, region="global"), mae, rtol=1e-6)
+    assert "crps_fair" not in s["metric"].values
+
+
+def test_leads_and_variables_without_truth_are_reported_not_dropped(tmp_path):
+    truth = canonical_dataset(ntime=12, nlat=16, nlon=32)
+    fcst = make_forecast(canonical_dataset(ntime=40, nlat=16, nlon=32), slice(6, 9), members=3, noise=1.0,
+                         leads=(6, 24, 48))
+    fcst["specific_humidity"] = fcst["2m_temperature"] * 0
+    s = score(write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr"))
+    missing = json.loads(s.attrs["missing"])
+    assert missing["specific_humidity"] == ["all leads: variable not in truth"]
+    assert missing["temperature"] == ["48 h"]
+    assert np.isnan(s["temperature"].sel(lead_time=np.timedelta64(48, "h"))).all()
+    assert s["temperature_n_init"].values.tolist() == [3, 2, 0]  # 24 h: only inits whose valid time exists
+
+
+def test_exchangeable_ensemble_has_debiased_ssr_near_one(tmp_path):
+    base = canonical_dataset(ntime=30, nlat=32, nlon=64)
+    rng = np.random.default_rng(7)
+    truth = base.copy(deep=True)
+    truth["2m_temperature"] = truth["2m_temperature"] + rng.standard_normal(truth["2m_temperature"].shape).astype(np.float32)
+    fcst = make_forecast(base, slice(0, 20), members=4, noise=1.0, seed=3)
+    s = score(write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr"), variables=["2m_temperature"])
+    ssr = s["2m_temperature"].sel(metric="ssr_debiased", region="global")
+    np.testing.assert_allclose(ssr, 1.0, atol=0.03)
+    raw = s["2m_temperature"].sel(metric="ssr", region="global")
+    np.testing.assert_allclose(raw, np.sqrt(4 / 5), atol=0.03)
+    hist = s["2m_temperature_rank_histogram"].sel(region="global")
+    np.testing.assert_allclose(hist, 1 / 5, atol=0.02)
+
+
+def test_cli_verify_writes_scores_and_plots(stores, capsys):
+    truth, fcst, tpath, fpath, root = stores
+    worse = make_forecast(truth, slice(0, 8), members=5, noise=3.0, seed=1)
+    wpath = write_zarr(worse, root / "worse.zarr")
+    out, plots = root / "scores.nc", root / "plots"
+    code = cli.main(["verify", "--forecast", str(fpath), "--forecast", str(wpath), "--name", "good", "--name", "bad",
+                     "--truth", str(tpath), "--out", str(out), "--plots", str(plots), "--thresholds", "q0.9", "--quiet"])
+    assert code == 0
+    good, bad = xr.open_dataset(root / "scores.good.nc"), xr.open_dataset(root / "scores.bad.nc")
+    assert (good["temperature"].sel(metric="crps_fair") < bad["temperature"].sel(metric="crps_fair")).all()
+    assert "brier>q0.9" in good["metric"].values
+    pngs = sorted(p.name for p in plots.glob("*.png"))
+    assert any(p.startswith("skill_") for p in pngs) and any(p.startswith("scorecard_") for p in pngs)
+
+
+def test_scores_do_not_depend_on_the_block_size(stores, monkeypatch):
+    """Small blocks (one init x half the rows; two members per spectrum task) give the same scores,
+    rank histograms included (geopotential has ties in float32)."""
+    truth, fcst, tpath, fpath, _ = stores
+    kw = dict(thresholds=["q0.8", "280"], variables=["geopotential", "2m_temperature"])
+    whole = score(fpath, tpath, **kw)
+    f = forecast.open_forecast(fpath)["temperature"].isel(prediction_timedelta=0)
+    row = f.sizes["longitude"] * f.sizes["level"] * (f.sizes["number"] * 4 + 20 * 8)
+    monkeypatch.setattr(evaluate, "BLOCK_BYTES", 8 * row)
+    assert evaluate._pointwise_block_shape(f) == (1, 8)
+    assert evaluate._spectrum_block_shape(f) == (1, 2)
+    tiny = score(fpath, tpath, **kw)
+    for v in whole.data_vars:
+        np.testing.assert_allclose(tiny[v].values, whole[v].values, rtol=1e-10, atol=1e-12, err_msg=v)
+
+
+def test_runs_on_a_dask_distributed_cluster(stores):
+    distributed = pytest.importorskip("distributed")
+    truth, fcst, tpath, fpath, _ = stores
+    local = score(fpath, tpath, variables=["2m_temperature"])
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        remote = score(fpath, tpath, variables=["2m_temperature"])
+    for v in local.data_vars:
+        np.testing.assert_allclose(remote[v].values, local[v].values, rtol=1e-12, err_msg=v)

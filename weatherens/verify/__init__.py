@@ -1,0 +1,1 @@
+"""Verification of ensemble forecasts against a truth dataset."""

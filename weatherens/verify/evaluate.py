@@ -1,0 +1,310 @@
+"""Score a forecast against the truth: metrics per lead time, region and level.
+
+The steps, per variable and lead time (WeatherBench 2's order of reductions):
+1. the truth at valid time = init + lead (inits without it are left out and counted);
+2. pointwise scores over the member dim (`metrics`), then the latitude-weighted mean over each
+   region per init time;
+3. the mean over init times; RMSE and spread take the square root after that mean.
+
+Each lead is cut into blocks of init times x latitude rows (all members and levels together), each
+scored by one coarse dask task in numpy (`blocks`) whose working set stays under BLOCK_BYTES; a
+block returns per-init regional partial means, which add up over latitude blocks. Spectra need
+whole fields and are cut into init times x members instead. So memory is bounded by one block
+whatever the ensemble size, and members x members is never formed. All tasks of a variable run
+in parallel, over init times and leads, on the local threads or on the `dask.distributed` cluster
+whose client is active (`weatherens verify --scheduler ADDRESS`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+import dask
+import numpy as np
+from dask.callbacks import Callback
+import xarray as xr
+from tqdm.auto import tqdm
+
+from weatherens.verify import blocks, metrics
+from weatherens.verify import forecast as fc
+
+REGIONS = ("global", "tropics", "extratropics_nh", "extratropics_sh")
+BASE_METRICS = ("crps", "crps_fair", "rmse", "spread", "ssr", "ssr_debiased", "acc")
+SOURCES = ("truth", "members", "ensemble_mean")
+
+
+def parse_threshold(spec: str) -> tuple[str, float, bool]:
+    """'273.15' -> exceedance of a value; 'q0.9' -> of the truth's 0.9 quantile at each point."""
+    m = re.fullmatch(r"\s*(q)?([-+0-9.eE]+)\s*", str(spec))
+    if not m:
+        raise ValueError(f"threshold {spec!r}: expected a number (e.g. 273.15) or a quantile (e.g. q0.9)")
+    is_q, value = bool(m.group(1)), float(m.group(2))
+    if is_q and not 0 < value < 1:
+        raise ValueError(f"threshold {spec!r}: quantile must lie in (0, 1)")
+    return (f"q{value:g}" if is_q else f"{value:g}"), value, is_q
+
+
+def _thresholds(t_span: xr.DataArray, parsed) -> dict[str, object]:
+    """Thresholds by name: values as floats; quantiles of the truth over the scored valid times, per point."""
+    out = {n: val for n, val, is_q in parsed if not is_q}
+    quantile = {n: val for n, val, is_q in parsed if is_q}
+    if quantile:
+        row = t_span.sizes["time"] * t_span.sizes.get("level", 1) * t_span.sizes["longitude"] * 8
+        lat_chunk = int(max(1, min(t_span.sizes["latitude"], BLOCK_BYTES // row)))
+        series = t_span.chunk({"time": -1, "latitude": lat_chunk})
+        (values,) = dask.compute({n: series.quantile(q, dim="time").drop_vars("quantile") for n, q in quantile.items()})
+        out.update(values)
+    return out
+
+
+def climatology_at(clim: xr.DataArray, valid: np.ndarray) -> xr.DataArray:
+    """Climatology at valid times: WB2 (dayofyear, hour) climatologies, or a static mean field."""
+    if "dayofyear" in clim.dims:
+        times = xr.DataArray(valid, dims="time")
+        sel = {"dayofyear": times.dt.dayofyear}
+        if "hour" in clim.dims:
+            sel["hour"] = times.dt.hour
+        return clim.sel(sel, method="nearest").drop_vars(["dayofyear", "hour"], errors="ignore")
+    return clim
+
+
+BLOCK_BYTES = 128 * 2**20  # working memory per dask task (one block of init times x latitude rows or members)
+
+
+def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
+    """(init times, latitude rows) per pointwise block, so a block's working set fits BLOCK_BYTES.
+
+    Per point: the members in the input precision plus ~20 float64 temporaries (the metrics).
+    """
+    row = f.sizes["longitude"] * f.sizes.get("level", 1) * (f.sizes[fc.MEMBER] * f.dtype.itemsize + 20 * 8)
+    nlat = f.sizes["latitude"]
+    if nlat * row <= BLOCK_BYTES:
+        return max(1, BLOCK_BYTES // (nlat * row)), nlat
+    return 1, max(1, BLOCK_BYTES // row)
+
+
+def _spectrum_block_shape(x: xr.DataArray) -> tuple[int, int]:
+    """(init times, members) per spectrum block: a float64 copy and its transforms per field."""
+    field = x.sizes.get("level", 1) * x.sizes["latitude"] * x.sizes["longitude"] * 32
+    members = x.sizes.get(fc.MEMBER, 1)
+    if members * field <= BLOCK_BYTES:
+        return max(1, BLOCK_BYTES // (members * field)), members
+    return 1, max(1, BLOCK_BYTES // field)
+
+
+def _rows(x, lat: tuple[int, int]):
+    return x.isel(latitude=slice(*lat)) if isinstance(x, xr.DataArray) and "latitude" in x.dims else x
+
+
+def _inits(x, time: tuple[int, int]):
+    return x.isel(time=slice(*time)) if isinstance(x, xr.DataArray) and "time" in x.dims else x
+
+
+def _lead_tasks(lead_index, f, t, clim, thresholds, w, seed, with_spectra) -> list[tuple[tuple, object]]:
+    """(tag, dask.delayed) pairs for one lead: pointwise blocks, then spectrum blocks per source."""
+    tasks = []
+    n_time, n_lat = f.sizes["time"], f.sizes["latitude"]
+    per_time, per_lat = _pointwise_block_shape(f)
+    score_block = dask.delayed(blocks.pointwise_parts, pure=True)
+    rank_seed = int(np.random.SeedSequence([seed, lead_index]).generate_state(1, np.uint64)[0])
+    for ti, time in enumerate(blocks.block_starts(n_time, per_time)):
+        for lat in blocks.block_starts(n_lat, per_lat):
+            thr = {k: _rows(v, lat) for k, v in thresholds.items()}
+            task = score_block(_rows(_inits(f, time), lat), _rows(_inits(t, time), lat),
+                               _rows(_inits(clim, time), lat), thr, w.isel(latitude=slice(*lat)), rank_seed)
+            tasks.append(((lead_index, "pointwise", ti), task))
+    if with_spectra:
+        spectrum_block = dask.delayed(blocks.spectrum_sums, pure=True)
+        for source, x in (("truth", t), ("members", f), ("ensemble_mean", f.mean(fc.MEMBER))):
+            per_time, per_member = _spectrum_block_shape(x)
+            for time in blocks.block_starts(n_time, per_time):
+                members = blocks.block_starts(x.sizes.get(fc.MEMBER, 1), per_member) if fc.MEMBER in x.dims else [None]
+                for mem in members:
+                    part = _inits(x, time) if mem is None else _inits(x, time).isel({fc.MEMBER: slice(*mem)})
+                    tasks.append(((lead_index, source), spectrum_block(part)))
+    return tasks
+
+
+def _active_client():
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+class _TaskBar(Callback):
+    """Advances a tqdm bar as each of the given task keys finishes (local dask schedulers)."""
+
+    def __init__(self, keys, bar):
+        super().__init__()
+        self.keys, self.bar = set(keys), bar
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if key in self.keys:
+            self.bar.update()
+
+
+def _compute(tasks: list[tuple[tuple, object]], bar) -> list[tuple[tuple, object]]:
+    """Run the tasks (on the active dask.distributed client if any), advancing the bar per task."""
+    delayed = [d for _, d in tasks]
+    bar.total = (bar.total or 0) + len(delayed)
+    bar.refresh()
+    client = _active_client()
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(delayed)
+        for _ in as_completed(futures):
+            bar.update()
+        results = client.gather(futures)
+    else:
+        with _TaskBar([d.key for d in delayed], bar):
+            results = dask.compute(*delayed)
+    return [(tag, r) for (tag, _), r in zip(tasks, results)]
+
+
+def _finish_lead(results: list[tuple[tuple, dict]], members: int) -> dict:
+    """From the blocks of one lead to its scores: per-init regional means summed over latitude blocks,
+    then means over init times (RMSE and spread: square root after); pooled rank counts; mean spectra."""
+    by_time: dict[int, dict] = {}
+    counts, spectra_parts = None, {}
+    for tag, part in results:
+        if tag[1] == "pointwise":
+            rank_counts = part.pop("rank_counts")
+            counts = rank_counts if counts is None else counts + rank_counts
+            acc = by_time.setdefault(tag[2], {})
+            for k, v in part.items():
+                acc[k] = v if k not in acc else acc[k] + v
+        else:
+            spectra_parts.setdefault(tag[1], []).append(part)
+    per_init = {k: xr.concat([by_time[i][k] for i in sorted(by_time)], dim="time") for k in by_time[min(by_time)]}
+    means = {k: v.mean("time") for k, v in per_init.items() if not k.startswith("acc_")}
+    acc = per_init["acc_fo"] / np.sqrt(per_init["acc_ff"] * per_init["acc_oo"])
+    metric = {"crps": means["crps"], "acc": acc.mean("time")}
+    if members > 1:
+        metric["crps_fair"] = means["crps_fair"]
+        spread, rmse, ssr, ssr_debiased = metrics.spread_skill(means["var"], means["mse"], members)
+        metric.update(spread=spread, rmse=rmse, ssr=ssr, ssr_debiased=ssr_debiased)
+    else:
+        metric["rmse"] = np.sqrt(means["mse"])
+    metric.update({k: v for k, v in means.items() if k.startswith("brier")})
+    out = {"metric": metric, "rank_histogram": (counts / counts.sum("rank")).transpose("region", ..., "rank")}
+    for name in blocks.SPECTRA:
+        if not spectra_parts:
+            break
+        mean_spectra = []
+        for source in SOURCES:
+            parts = spectra_parts[source]
+            total = sum(p[name] for p in parts) / sum(p[f"{name}_count"] for p in parts)
+            mean_spectra.append(total.assign_attrs(parts[0][name].attrs))
+        out[name] = xr.concat(mean_spectra, dim="source").assign_coords(source=list(SOURCES))
+    return out
+
+
+def evaluate(
+    forecast: xr.Dataset,
+    truth: xr.Dataset,
+    *,
+    variables: Sequence[str] | None = None,
+    regions: Sequence[str] = REGIONS,
+    climatology: xr.Dataset | None = None,
+    thresholds: Sequence[str] = (),
+    seed: int = 0,
+    with_spectra: bool = True,
+    name: str = "forecast",
+    progress: bool = True,
+) -> xr.Dataset:
+    """Scores of `forecast` (from `forecast.open_forecast`) against `truth` (`forecast.open_truth`).
+
+    Returns the scores dataset of the design doc: per variable v, `v` (metric, lead_time, region
+    [, level]); `v_rank_histogram` (lead_time, region [, level], rank); `v_sh_spectrum` and
+    `v_zonal_spectrum` (source, lead_time, ... wavenumber); `v_n_init` (lead_time). Variables and
+    leads without truth are listed in attrs['missing'] and scored NaN, never dropped silently.
+    Without a climatology, ACC uses the truth's own time mean at each point (right for the
+    seasonless physics world; pass a WB2 climatology for ERA5).
+    """
+    store_f, store_t = forecast.attrs.get("source", "forecast"), truth.attrs.get("source", "truth")
+    variables = list(variables) if variables else [str(v) for v in forecast.data_vars]
+    w = blocks.region_weights(forecast["latitude"].values, regions)
+    parsed = [parse_threshold(s) for s in thresholds]
+    inits, leads = forecast["time"].values, forecast[fc.LEAD].values
+    members = forecast.sizes[fc.MEMBER]
+    missing: dict[str, list[str]] = {}
+    out: dict[str, xr.DataArray] = {}
+
+    bar = tqdm(total=0, desc=f"verify {name}", unit="block", disable=not progress)
+    for v in variables:
+        if v not in truth.data_vars:
+            missing[v] = ["all leads: variable not in truth"]
+            continue
+        f_all = forecast[v]
+        t_all = fc.match_levels(fc.match_grid(truth[v], f_all, store_t), f_all, store_t)
+        valid = np.intersect1d((inits[:, None] + leads[None, :]).ravel(), t_all["time"].values)
+        t_span = t_all.sel(time=valid)
+        if climatology is not None and v in climatology:
+            clim_v = fc.match_grid(climatology[v], f_all, "climatology")
+        else:
+            clim_v = t_span.mean("time") if valid.size else None
+        thresholds_v = _thresholds(t_span, parsed) if valid.size else {}
+        if clim_v is not None and "dayofyear" not in clim_v.dims:
+            (clim_v,) = dask.compute(clim_v)
+        tasks, n_init = [], []
+        for i, lead in enumerate(leads):
+            t, have = fc.truth_at_lead(t_all, inits, lead)
+            n_init.append(int(have.sum()))
+            if t is None:
+                missing.setdefault(v, []).append(f"{lead / np.timedelta64(1, 'h'):g} h")
+                continue
+            f = f_all.sel({fc.LEAD: lead}).isel(time=np.flatnonzero(have)).drop_vars(fc.LEAD)
+            clim = climatology_at(clim_v, inits[have] + lead).assign_coords(time=inits[have]) \
+                if "dayofyear" in clim_v.dims else clim_v
+            tasks += _lead_tasks(i, f, t, clim, thresholds_v, w, seed, with_spectra)
+        results: dict[int, list] = {}
+        for tag, part in _compute(tasks, bar):
+            results.setdefault(tag[0], []).append((tag, part))
+        per_lead = [_finish_lead(results[i], members) if i in results else None for i in range(len(leads))]
+        out.update(_assemble(v, f_all, per_lead, leads, n_init))
+    bar.close()
+    scores = xr.Dataset(out)
+    scores.attrs.update(
+        name=name, forecast=str(store_f), truth=str(store_t), members=int(members),
+        missing=json.dumps(missing), regions=" ".join(regions),
+        conventions="WeatherBench 2: latitude-weighted spatial mean per init time, then mean over init times; "
+                    "RMSE and spread: square root after the mean",
+    )
+    return scores
+
+
+def _stack(items, leads, template_dim: str) -> xr.DataArray | None:
+    present = [x for x in items if x is not None]
+    if not present:
+        return None
+    filler = xr.full_like(present[0], np.nan, dtype=float)
+    return xr.concat([filler if x is None else x for x in items], dim="lead_time").assign_coords(lead_time=leads)
+
+
+def _assemble(v, f_all, per_lead, leads, n_init) -> dict[str, xr.DataArray]:
+    units = f_all.attrs.get("units", "")
+    names = sorted({m for p in per_lead if p for m in p["metric"]}, key=lambda m: (
+        BASE_METRICS.index(m) if m in BASE_METRICS else len(BASE_METRICS), m))
+    out = {}
+    if names:
+        by_metric = []
+        for m in names:
+            items = [None if p is None or m not in p["metric"] else p["metric"][m] for p in per_lead]
+            by_metric.append(_stack(items, leads, "lead_time"))
+        da = xr.concat(by_metric, dim="metric").assign_coords(metric=names)
+        order = [d for d in ("metric", "lead_time", "region", "level") if d in da.dims]
+        out[v] = da.transpose(*order).assign_attrs(units=units)
+    for key in ("rank_histogram", "sh_spectrum", "zonal_spectrum"):
+        stacked = _stack([None if p is None else p.get(key) for p in per_lead], leads, "lead_time")
+        if stacked is not None:
+            out[f"{v}_{key}"] = stacked.assign_attrs(units="1" if key == "rank_histogram" else f"({units})**2")
+    out[f"{v}_n_init"] = xr.DataArray(np.array(n_init), dims="lead_time", coords={"lead_time": leads})
+    return out

@@ -1,0 +1,78 @@
+"""Open forecasts and truths for verification, and line them up by valid time.
+
+A forecast is any store in WeatherBench 2 format: dims `time` (initialisation),
+`prediction_timedelta` (or `lead_time`), `number` (or `realization`), then `level, latitude,
+longitude` in any of the layouts `weatherens.data.open` accepts. A forecast without a member
+dim is a one-member ensemble. The truth is anything `data.open` opens (ERA5, the physics world).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from weatherens.data import era5, regrid
+
+MEMBER, LEAD = "number", "prediction_timedelta"
+_CHUNK_BYTES = 128 * 2**20  # dask chunk target for member x space blocks
+
+
+def open_forecast(path: str | Path, variables=None) -> xr.Dataset:
+    """A WB2-format forecast in canonical form, dask-chunked by (init, lead) with all members together.
+
+    Raises DataError naming the store when the lead dim is missing or not a time span.
+    """
+    ds = era5.open(path, variables)
+    store = str(path)
+    if LEAD not in ds.dims:
+        raise era5.DataError(f"{store}: no lead-time dim ('prediction_timedelta' or 'lead_time'); dims are {dict(ds.sizes)}")
+    if not np.issubdtype(ds[LEAD].dtype, np.timedelta64):
+        raise era5.DataError(f"{store}: lead dim '{LEAD}' is {ds[LEAD].dtype}, not a time span (CF units missing?)")
+    if MEMBER not in ds.dims:
+        ds = ds.expand_dims({MEMBER: 1})
+    ds = ds.transpose(*[d for d in era5.CANONICAL_DIMS if d in ds.dims], ...)
+    members = ds.sizes[MEMBER]
+    per_row = members * ds.sizes.get("level", 1) * ds.sizes["longitude"] * 8
+    lat_chunk = int(max(1, min(ds.sizes["latitude"], _CHUNK_BYTES // per_row)))
+    return ds.chunk({"time": 1, LEAD: 1, MEMBER: -1, "latitude": lat_chunk, "longitude": -1})
+
+
+def open_truth(path: str | Path, variables=None) -> xr.Dataset:
+    """The truth in canonical form, dask-chunked one time step at a time."""
+    return era5.open(path, variables).chunk({"time": 1})
+
+
+def match_grid(truth: xr.DataArray, forecast: xr.DataArray, store: str) -> xr.DataArray:
+    """The truth on the forecast's grid: as is when equal, conservatively regridded when finer."""
+    flat, flon = forecast["latitude"].values, forecast["longitude"].values
+    tlat, tlon = truth["latitude"].values, truth["longitude"].values
+    if tlat.shape == flat.shape and tlon.shape == flon.shape and np.allclose(tlat, flat) and np.allclose(tlon, flon):
+        return truth.assign_coords(latitude=flat, longitude=flon)
+    if tlat.size >= flat.size and tlon.size >= flon.size:
+        return regrid.conservative(truth, flat, flon)
+    raise era5.DataError(
+        f"{store}: {truth.name}: truth grid {tlon.size} x {tlat.size} is coarser than the forecast's "
+        f"{flon.size} x {flat.size}; regrid the forecast to the truth's grid first"
+    )
+
+
+def match_levels(truth: xr.DataArray, forecast: xr.DataArray, store: str) -> xr.DataArray:
+    if "level" not in forecast.dims:
+        return truth
+    have = truth["level"].values if "level" in truth.dims else np.array([])
+    missing = [int(x) for x in forecast["level"].values if x not in have]
+    if missing:
+        raise era5.DataError(f"{store}: {truth.name}: level(s) {missing} not in the truth (has {list(map(int, have))})")
+    return truth.sel(level=forecast["level"].values)
+
+
+def truth_at_lead(truth: xr.DataArray, inits: np.ndarray, lead: np.timedelta64) -> tuple[xr.DataArray | None, np.ndarray]:
+    """Truth at valid times inits + lead, indexed by init time, and the mask of inits that have it."""
+    valid = inits + lead
+    have = np.isin(valid, truth["time"].values)
+    if not have.any():
+        return None, have
+    picked = truth.sel(time=valid[have]).assign_coords(time=inits[have])
+    return picked, have
