@@ -174,7 +174,9 @@ def test_missing_pieces_are_skipped(tmp_path):
     named = plots.all_plots([ours, base], tmp_path / "named", baseline="persistence")  # baseline by name
     assert [p.name for p in named if p.name.startswith("scorecard")] == [
         "scorecard_crps_fair_weatherens_vs_persistence.png"]
-    assert plots.scorecard(ours, bare, tmp_path) == []  # the baseline has no fair CRPS
+    # a one-member baseline has no fair CRPS: its CRPS (absolute error) stands in
+    assert [p.name for p in plots.scorecard(ours, bare, tmp_path)] == ["scorecard_crps_fair_weatherens_vs_persistence.png"]
+    assert plots.scorecard(ours, bare.drop_sel(metric=["crps"]), tmp_path / "none") == []
 
 
 def test_reads_scores_back_from_netcdf(tmp_path):

@@ -181,10 +181,18 @@ def skill_figures(scores: ScoresLike, region: str = "global", variables=None) ->
     return figures
 
 
+def _available(ds, metric: str) -> str:
+    """The metric, or for a one-member forecast (no fair CRPS) its CRPS: the absolute error, which is
+    the CRPS of a deterministic forecast and what the fair CRPS estimates for an ensemble."""
+    if metric == "crps_fair" and "metric" in ds.coords and metric not in ds["metric"].values:
+        return "crps"
+    return metric
+
+
 def scorecard_figures(scores: ScoresLike, baseline: ScoresLike, metric: str = "crps_fair",
                       region: str = "global") -> dict[str, Figure]:
     """Per forecast: heat map of 100 (forecast - baseline) / baseline [%], rows variable@level, columns the
-    lead times both scored. Diverging colours centred at 0, blue = better than the baseline (lower, or
+    lead times both scored (fair CRPS against a one-member baseline's CRPS, i.e. its absolute error). Diverging colours centred at 0, blue = better than the baseline (lower, or
     higher for ACC); grey = not scored or NaN; the numbers are written in the cells when they fit."""
     base = _as_list(baseline)[0]
     bname = str(base.attrs.get("name", "baseline"))
@@ -197,8 +205,8 @@ def scorecard_figures(scores: ScoresLike, baseline: ScoresLike, metric: str = "c
         rows, labels = [], []
         for var in (v for v in _variables(ds) if v in base):
             for level in _levels(ds[var]):
-                f = _pick(ds[var], metric=metric, region=region, level=level)
-                b = _pick(base[var], metric=metric, region=region, level=level)
+                f = _pick(ds[var], metric=_available(ds, metric), region=region, level=level)
+                b = _pick(base[var], metric=_available(base, metric), region=region, level=level)
                 if f is None or b is None or f.ndim != 1 or b.ndim != 1:
                     continue
                 with np.errstate(divide="ignore", invalid="ignore"):
