@@ -43,7 +43,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from weatherens import grid
+from weatherens import files, grid
 from weatherens.data.era5 import DataError
 
 STATISTICS = ("mean", "std", "residual_std")
@@ -212,15 +212,8 @@ def compute(ds: xr.Dataset, timestep_hours: int = 6) -> xr.Dataset:
 
 
 def save(stats: xr.Dataset, path: str | os.PathLike) -> None:
-    """Write `stats` to netCDF atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        stats.to_netcdf(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write `stats` to netCDF atomically (`files.write_netcdf_atomic`)."""
+    files.write_netcdf_atomic(stats, path)
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import xarray as xr
 
+from weatherens import files
 from weatherens.data import era5
 from weatherens.verify import evaluate, forecast
 
@@ -21,13 +21,7 @@ def scores_path(out: Path, name: str, several: bool) -> Path:
 
 def write_scores(scores: xr.Dataset, path: Path) -> None:
     """netCDF written to a temporary name in the same folder, then renamed: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        scores.to_netcdf(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    files.write_netcdf_atomic(scores, path)
 
 
 @contextlib.contextmanager
