@@ -62,3 +62,30 @@ def shared_era5() -> Path:
     if not SHARED_ERA5.is_dir():
         pytest.skip(f"real ERA5 samples not found at {SHARED_ERA5} (they live in the project's shared/ folder)")
     return SHARED_ERA5
+
+
+def wave_dataset(ntime: int = 60, nlat: int = 32, nlon: int = 64, levels: tuple[int, ...] = (500, 850),
+                 start: str = "2000-01-01", seed: int = 0) -> xr.Dataset:
+    """A learnable toy atmosphere in canonical form, 6-hourly: smooth waves travelling east at a
+    level-dependent speed, plus a little noise. Variables as configs/tiny.yaml (geopotential and
+    temperature on `levels`, 2m_temperature)."""
+    rng = np.random.default_rng(seed)
+    time = np.datetime64(start, "ns") + np.arange(ntime) * np.timedelta64(6, "h")
+    lat, lon = grid.equiangular_latitudes(nlat), grid.longitudes(nlon)
+    t = np.arange(ntime)[:, None, None, None]
+    lev = np.arange(len(levels))[None, :, None, None]
+    phi, lam = np.deg2rad(lat)[None, None, :, None], np.deg2rad(lon)[None, None, None, :]
+    wave = np.cos(phi) ** 2 * np.cos(3 * lam - (0.2 + 0.1 * lev) * t) + 0.5 * np.cos(phi) * np.sin(2 * lam - 0.15 * t)
+    shape = (ntime, len(levels), nlat, nlon)
+    z = 5e4 + 1e4 * lev + 800 * wave + 20 * rng.standard_normal(shape)
+    temp = 250 + 10 * lev + 30 * np.cos(phi) + 5 * wave + 0.3 * rng.standard_normal(shape)
+    t2m = 280 + 25 * np.cos(phi[0]) + 4 * wave[:, 0] + 0.3 * rng.standard_normal((ntime, nlat, nlon))
+    dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
+    return xr.Dataset(
+        {
+            "geopotential": (dims3, z.astype(np.float32), {"units": "m**2 s**-2"}),
+            "temperature": (dims3, temp.astype(np.float32), {"units": "K"}),
+            "2m_temperature": (dims2, t2m.astype(np.float32), {"units": "K"}),
+        },
+        coords={"time": time, "level": np.array(levels, np.int64), "latitude": lat, "longitude": lon},
+    )

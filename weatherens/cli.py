@@ -38,6 +38,27 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from weatherens import sharding
+    from weatherens.train import loop
+
+    sharding.initialize(args.coordinator, args.num_processes, args.process_id)
+    exp = _load_config(args)
+    store = args.data or exp.data.store
+    if not store:
+        raise config_mod.ConfigError("no training data: pass --data STORE or set data.store")
+    try:
+        summary = loop.train(exp, store, args.workdir, progress=not args.quiet)
+    except loop.TrainingDiverged as err:
+        print(f"weatherens train: {err}", file=sys.stderr)
+        return 3
+    val = summary.get("validation", {})
+    print(f"weatherens train: step {summary.get('step', summary['start_step'])}, loss {summary.get('loss', float('nan')):.4f}"
+          + (f", validation fair CRPS {val['loss']:.4f}" if val else "")
+          + f"; data wait {100 * summary['data_wait_share']:.1f} % of step time; checkpoints in {args.workdir}/checkpoints")
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from weatherens import data
 
@@ -126,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for breaking rank ties (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("train", help="train the stochastic forecaster with the fair CRPS (resumes from the workdir)")
+    p.add_argument("--data", help="training store path or URL (default: config data.store)")
+    p.add_argument("--workdir", type=Path, required=True, help="run folder: checkpoints, stats.nc, metrics.jsonl")
+    p.add_argument("--coordinator", help="host:port of process 0 for multi-process training (jax.distributed)")
+    p.add_argument("--num-processes", type=int, default=1, help="processes training together (default 1)")
+    p.add_argument("--process-id", type=int, default=0, help="this process's index (0 .. num-processes - 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("stats", help="normalization statistics of the training split (one dask pass), saved and reused")
     p.add_argument("--data", help="store path or URL (default: config data.store)")

@@ -77,10 +77,51 @@ class WorldConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The stochastic spherical forecaster (`weatherens.model`); the defaults are `configs/small.yaml`'s."""
+
+    embed_dim: int = 64  # channels inside the network
+    blocks: int = 4  # spectral-convolution blocks
+    mlp_ratio: float = 2.0  # hidden width of the pointwise MLPs, as a multiple of embed_dim
+    lmax: int = 0  # largest spherical-harmonic degree of the spectral convolutions; 0: the grid's
+    noise_dim: int = 16  # latent noise vector per member and step, fed to the conditional layer norms
+    noise_fields: int = 0  # spatially correlated noise channels on the sphere (AR(1) in spectral space); 0: off
+    noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum
+    noise_field_rho: float = 0.5  # AR(1) correlation of the noise fields from one step to the next
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Fair-CRPS training (`weatherens.train`)."""
+
+    steps: int = 2000  # optimizer steps in all
+    members: int = 4  # ensemble members per sample (M >= 2)
+    alpha: float = 0.95  # almost-fair CRPS: 1 fair, 0 standard (AIFS-CRPS default 0.95)
+    learning_rate: float = 1e-3  # peak, after the linear warm-up
+    warmup_steps: int = 100
+    end_learning_rate: float = 1e-5  # at the end of the cosine decay
+    weight_decay: float = 0.01  # AdamW
+    grad_clip: float = 1.0  # global gradient norm
+    level_weighting: str = "pressure"  # "pressure" (proportional to the level) or "uniform"
+    variable_weights: dict = dataclasses.field(default_factory=dict)  # long name -> loss weight (default 1)
+    rollout_lengths: tuple[int, ...] = (1,)  # autoregressive steps in the loss, per phase
+    rollout_starts: tuple[int, ...] = (0,)  # first optimizer step of each phase
+    remat: bool = True  # rematerialise each rollout step in the backward pass (memory ~ one step)
+    seed: int = 0  # parameters and noise; the data order has data.seed
+    log_every: int = 10
+    validate_every: int = 200
+    validation_batches: int = 4
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     name: str = "default"
     data: DataConfig = DataConfig()
     world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
 
 
 class ConfigError(ValueError):
@@ -102,8 +143,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return tuple(_coerce(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         return value
+    if hint is dict:
+        if not isinstance(value, dict) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in value.values()):
+            raise ConfigError(f"{where}: expected a mapping of names to numbers, got {value!r}")
+        return {str(k): float(x) for k, x in value.items()}
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, float, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
@@ -147,6 +198,11 @@ def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -
         key, raw = item.split("=", 1)
         _set_path(tree, key.strip(), yaml.safe_load(raw))
     return _build(Experiment, tree, str(path) if path else "")
+
+
+def from_dict(tree: dict, where: str = "<config>") -> Experiment:
+    """An experiment from a plain dict as `to_dict` writes it (e.g. the one saved in a checkpoint)."""
+    return _build(Experiment, tree, where)
 
 
 def to_dict(exp: Any) -> dict:

@@ -211,6 +211,19 @@ def compute(ds: xr.Dataset, timestep_hours: int = 6) -> xr.Dataset:
     return stats
 
 
+def per_channel(stats: xr.Dataset, channels: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """{'mean', 'std', 'residual_std'} -> float64 (C,) in the order of `channels` ('variable@level' or 'variable')."""
+    out = {s: np.empty(len(channels)) for s in STATISTICS}
+    for i, name in enumerate(channels):
+        var, _, level = name.partition("@")
+        if var not in stats:
+            raise KeyError(f"normalization statistics have no {var!r} (have {sorted(stats.data_vars)})")
+        da = stats[var].sel(level=int(level)) if level else stats[var]
+        for s in STATISTICS:
+            out[s][i] = float(da.sel(statistic=s))
+    return out
+
+
 def save(stats: xr.Dataset, path: str | os.PathLike) -> None:
     """Write `stats` to netCDF atomically (`files.write_netcdf_atomic`)."""
     files.write_netcdf_atomic(stats, path)

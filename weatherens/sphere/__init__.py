@@ -1,6 +1,6 @@
-"""Spherical harmonics on latitude/longitude grids (numpy, float64).
+"""Spherical harmonics on latitude/longitude grids.
 
-`legendre` holds the fully normalised associated Legendre functions (reusable tables
+`sht` is the differentiable JAX transform the model uses (`SphericalHarmonicTransform`); `legendre` holds the fully normalised associated Legendre functions (reusable tables
 P[m, l, lat]) and a least-squares spherical-harmonic analysis/synthesis on any set of
 latitudes (equiangular with or without poles, Gaussian).
 """

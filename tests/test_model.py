@@ -1,0 +1,148 @@
+"""The stochastic forecaster: persistence at initialisation, noise from keys only, geometry, noise fields."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from weatherens import config, grid
+from weatherens.model import noise
+from weatherens.model.layers import ConditionalLayerNorm, SpectralConvolution
+from weatherens.model.predictor import Predictor, constant_features
+from weatherens.sphere.sht import SphericalHarmonicTransform
+
+LAT, LON = grid.equiangular_latitudes(32), grid.longitudes(64)
+CHANNELS = ("geopotential@500", "temperature@500", "2m_temperature")
+TINY = config.ModelConfig(embed_dim=8, blocks=1, mlp_ratio=1.0, lmax=10, noise_dim=4, noise_fields=1)
+
+
+def make_predictor(cfg=TINY, static=None):
+    static = np.zeros((0, 32, 64)) if static is None else static
+    return Predictor(cfg, CHANNELS, ("toa_incident_solar_radiation",), LAT, LON,
+                     mean=[5e4, 250.0, 280.0], std=[3e3, 15.0, 20.0], residual_std=[300.0, 1.5, 2.0], static=static)
+
+
+def state(seed):
+    rng = np.random.default_rng(seed)
+    x = np.array([5e4, 250.0, 280.0])[:, None, None] + np.array([3e3, 15, 20])[:, None, None] * rng.standard_normal((3, 32, 64))
+    return jnp.asarray(x, jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return make_predictor()
+
+
+def run_step(p, params, key, noise_state=None):
+    f = jnp.full((1, 32, 64), 600.0)
+    if noise_state is None:
+        noise_state = p.initial_noise(key)
+    return jax.jit(p.step)(params, state(0), state(1), f, f, key, noise_state)
+
+
+def test_untrained_model_predicts_persistence(predictor):
+    params = predictor.init_params(jax.random.key(0))
+    x_next, _ = run_step(predictor, params, jax.random.key(1))
+    np.testing.assert_array_equal(x_next, state(1))  # zero-initialised decoder: zero residual
+
+
+def perturbed(params, key, scale=0.1):
+    """Parameters with every leaf moved (so the noise-conditioned norms and the decoder are live)."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def test_noise_comes_only_from_the_key(predictor):
+    params = perturbed(predictor.init_params(jax.random.key(0)), jax.random.key(5))
+    member = lambda j: noise.step_key(noise.member_key(jax.random.key(7), j), 0)  # noqa: E731
+    a, _ = run_step(predictor, params, member(3))
+    b, _ = run_step(predictor, params, member(3))
+    c, _ = run_step(predictor, params, member(4))
+    np.testing.assert_array_equal(a, b)
+    assert float(jnp.abs(a - c).max()) > 1e-3 * float(jnp.abs(a - state(1)).max())
+    assert np.all(np.isfinite(np.asarray(a)))
+
+
+def test_conditional_layer_norm_starts_deaf_to_the_noise():
+    norm = ConditionalLayerNorm(5, 3, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (2, 5, 4, 8))
+    z1, z2 = jax.random.normal(jax.random.key(1), (2, 2, 3))
+    np.testing.assert_array_equal(norm(x, z1), norm(x, z2))
+    ref = (x - x.mean(1, keepdims=True)) / jnp.sqrt(x.var(1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(norm(x, z1), ref, rtol=1e-5, atol=1e-5)
+    norm.scale[...] = jnp.ones_like(norm.scale[...])
+    assert not np.allclose(norm(x, z1), norm(x, z2))
+
+
+def test_spectral_convolution_commutes_with_rotation_about_the_axis():
+    sht = SphericalHarmonicTransform(LAT, 64, 15)
+    conv = SpectralConvolution(3, sht, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(2), (3, 32, 64))
+    x = sht.synthesis(sht.analysis(x))  # band-limited, so the grid shift is an exact rotation
+    shifted = conv(jnp.roll(x, 5, axis=-1))
+    np.testing.assert_allclose(shifted, jnp.roll(conv(x), 5, axis=-1), atol=1e-4 * float(jnp.abs(conv(x)).max()))
+
+
+def test_spherical_noise_has_unit_variance_and_ar1_correlation():
+    sht = SphericalHarmonicTransform(LAT, 64)
+    field = noise.SphericalNoise(sht, channels=1, degree=6.0, rho=0.6)
+    keys = jax.random.split(jax.random.key(0), 400)
+    s0 = jax.vmap(field.initial)(keys)
+    s1 = jax.vmap(field.advance)(s0, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))
+    f0, f1 = np.asarray(jax.vmap(field.fields)(s0)), np.asarray(jax.vmap(field.fields)(s1))
+    w = grid.latitude_weights(LAT)[:, None]
+    var0 = (f0**2).mean(axis=0)  # variance at each point over 400 draws
+    assert abs(float((var0 * w).mean()) - 1.0) < 0.05
+    assert float(np.abs(var0 - 1).max()) < 0.5  # every point near 1 (400 draws: sd of a variance ~ 0.07)
+    corr = float((f0 * f1 * w).mean() / np.sqrt((f0**2 * w).mean() * (f1**2 * w).mean()))
+    assert abs(corr - 0.6) < 0.03
+    with pytest.raises(ValueError, match="rho"):
+        noise.SphericalNoise(sht, 1, 6.0, 1.0)
+
+
+def test_constant_features_and_static_fields():
+    orography = np.cos(np.deg2rad(LAT))[:, None] * np.ones((1, 64)) * 1000.0
+    feats = constant_features(LAT, LON, orography[None])
+    assert feats.shape == (5, 32, 64) and feats.dtype == np.float32
+    np.testing.assert_allclose(feats[0, :, 0], np.sin(np.deg2rad(LAT)), rtol=1e-6)
+    w = grid.latitude_weights(LAT)[:, None]
+    assert abs(float((feats[4] * w).mean())) < 1e-6  # standardised with area weights
+    assert abs(float((feats[4] ** 2 * w).mean()) - 1) < 1e-5
+    p = make_predictor(static=orography[None])
+    assert p.in_channels == 2 * 3 + 2 * 1 + 5 + 1
+
+
+def test_bad_statistics_are_refused():
+    with pytest.raises(ValueError, match="std"):
+        Predictor(TINY, CHANNELS, (), LAT, LON, [0, 0, 0], [1, 0, 1], [1, 1, 1], np.zeros((0, 32, 64)))
+
+
+def test_gradients_reach_every_parameter(predictor):
+    params = perturbed(predictor.init_params(jax.random.key(0)), jax.random.key(3), 0.05)
+    key = noise.member_key(jax.random.key(0), 0)
+
+    def loss(p):
+        x, _ = predictor.step(p, state(0), state(1), jnp.ones((1, 32, 64)), jnp.ones((1, 32, 64)), key,
+                              predictor.initial_noise(key))
+        return jnp.mean(predictor.normalize(x) ** 2)
+
+    grads = jax.jit(jax.grad(loss))(params)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert np.all(np.isfinite(np.asarray(g))), path
+        assert float(jnp.abs(g).max()) > 0, path
+
+
+def test_model_sizes_in_configs():
+    sizes = {}
+    for name in ("tiny", "small", "base"):
+        exp = config.load(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+        sizes[name] = exp.model
+    assert sizes["tiny"].embed_dim < sizes["small"].embed_dim < sizes["base"].embed_dim
+    assert dataclasses.replace(TINY, blocks=2).blocks == 2

@@ -1,0 +1,147 @@
+"""Training: the loop on a toy atmosphere, exact resume after a kill, NaN stop, checkpoints for inference,
+8 devices against 1, and two processes against one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import wave_dataset, write_zarr
+from weatherens import checkpoint, config
+from weatherens.train import loop
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_zarr(wave_dataset(), tmp_path_factory.mktemp("train") / "waves.zarr")
+
+
+def tiny(*overrides):
+    return config.load(TINY, list(overrides))
+
+
+def records(workdir, kind="train"):
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def weatherens(*args, env=None, **kw):
+    return subprocess.Popen([sys.executable, "-m", "weatherens.cli", *map(str, args)], cwd=ROOT,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def test_training_logs_validates_checkpoints_and_loads_for_inference(store, tmp_path):
+    exp = tiny("train.steps=12", "train.checkpoint_every=6", "train.validate_every=6", "train.learning_rate=3e-3")
+    summary = loop.train(exp, str(store), tmp_path, progress=False)
+    assert summary["step"] == 12
+    train = records(tmp_path)
+    assert [r["step"] for r in train] == list(range(1, 13))
+    assert set(train[0]["crps"]) == {"geopotential@500", "geopotential@850", "temperature@500", "temperature@850",
+                                     "2m_temperature"}
+    assert all(np.isfinite(r["loss"]) for r in train)
+    assert np.mean([r["loss"] for r in train[-3:]]) < np.mean([r["loss"] for r in train[:3]])  # it learns
+    assert [r["step"] for r in records(tmp_path, "validation")] == [6, 12]
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [6, 12]  # keep_checkpoints: 2
+    predictor, params, meta = checkpoint.load_for_inference(tmp_path)
+    assert meta["step"] == 12 and meta["channels"] == list(predictor.channels)
+    assert meta["config"]["model"]["embed_dim"] == exp.model.embed_dim
+    assert meta["provenance"]["store"] == str(store)
+    assert predictor.static.shape == (0, 32, 64)
+    x = jax.numpy.asarray(wave_dataset()["temperature"].values[:2, 0])  # any (C, lat, lon) input of the right size
+    assert x.shape[-2:] == (32, 64)
+
+
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(store, tmp_path, capsys):
+    exp = tiny("train.steps=6", "train.learning_rate=1e30", "train.warmup_steps=0", "train.grad_clip=1e30",
+               "train.validate_every=0")
+    with pytest.raises(loop.TrainingDiverged, match="last good checkpoint"):
+        loop.train(exp, str(store), tmp_path, progress=False)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir())
+    assert steps and steps[-1] < 6
+    checkpoint.load_for_inference(tmp_path)  # still a whole checkpoint
+
+
+def test_killed_run_resumes_with_the_same_loss_curve(store, tmp_path):
+    args = ["--config", TINY, "--data", store, "--quiet", "--set", "train.steps=8", "--set", "train.checkpoint_every=4",
+            "--set", "train.validate_every=0", "--set", "train.keep_checkpoints=3"]
+    whole = weatherens("train", "--workdir", tmp_path / "whole", *args)
+    assert whole.wait(timeout=300) == 0, whole.stdout.read().decode()
+    killed = weatherens("train", "--workdir", tmp_path / "killed", *args, "--set", "train.checkpoint_every=4")
+    deadline = time.time() + 300
+    while not (tmp_path / "killed" / "checkpoints" / "4").exists():
+        assert killed.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    resumed = weatherens("train", "--workdir", tmp_path / "killed", *args)
+    out = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, out
+    assert "resuming from the checkpoint at step 4" in out
+    a, b = records(tmp_path / "whole"), records(tmp_path / "killed")
+    assert [r["step"] for r in b] == list(range(1, 9))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise: same batches, keys and state
+
+
+DEVICES = """
+import os, sys, json
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+import jax
+from weatherens import config
+from weatherens.train import loop
+exp = config.load(sys.argv[2], ["train.steps=2", "train.validate_every=0", "data.batch_size=8", "train.checkpoint_every=2"])
+s = loop.train(exp, sys.argv[3], sys.argv[4], progress=False)
+print(json.dumps({"devices": jax.device_count(), "loss": s["loss"]}))
+"""
+
+
+def test_a_step_on_8_devices_equals_the_step_on_1(store, tmp_path):
+    out = {}
+    for n in (1, 8):
+        run = subprocess.run([sys.executable, "-c", DEVICES, str(n), str(TINY), str(store), str(tmp_path / f"d{n}")],
+                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        out[n] = json.loads(run.stdout.strip().splitlines()[-1])
+        assert out[n]["devices"] == n
+    np.testing.assert_allclose(out[8]["loss"], out[1]["loss"], rtol=1e-5)
+    one = [r["loss"] for r in records(tmp_path / "d1")]
+    eight = [r["loss"] for r in records(tmp_path / "d8")]
+    np.testing.assert_allclose(eight, one, rtol=1e-5)
+    _, p1, _ = checkpoint.load_for_inference(tmp_path / "d1")
+    _, p8, _ = checkpoint.load_for_inference(tmp_path / "d8")
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(store, tmp_path):
+    common = ["--config", TINY, "--data", store, "--quiet", "--set", "train.steps=2", "--set", "train.validate_every=0",
+              "--set", "train.checkpoint_every=2"]
+    one = weatherens("train", "--workdir", tmp_path / "one", *common, "--set", "data.batch_size=2")
+    assert one.wait(timeout=300) == 0, one.stdout.read().decode()
+    port = free_port()
+    procs = [weatherens("train", "--workdir", tmp_path / "two", *common, "--set", "data.batch_size=1",
+                        "--coordinator", f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i)
+             for i in range(2)]
+    for p in procs:
+        out = p.communicate(timeout=300)[0].decode()
+        assert p.returncode == 0, out[-3000:]
+    np.testing.assert_allclose([r["loss"] for r in records(tmp_path / "two")],
+                               [r["loss"] for r in records(tmp_path / "one")], rtol=1e-5)

@@ -1,0 +1,148 @@
+"""Checkpoints that alone are enough for inference, written atomically, resumable exactly.
+
+A checkpoint directory `DIR/checkpoints/<step>/` (orbax CheckpointManager) holds four items:
+- `params`: the network parameters (nnx.State);
+- `optimizer`: the optimizer state and the step (only training reads it);
+- `arrays`: what the predictor needs besides parameters: per-channel mean, std and residual std,
+  the static fields, latitudes and longitudes;
+- `meta` (JSON): the full config, the channel and forcing order, the static field names, the data
+  provenance (store, split, statistics source) and versions.
+orbax writes each step to a temporary directory and renames it when complete, so a killed write
+never looks like a checkpoint; old steps are deleted only after a newer one is complete
+(`max_to_keep`), so the last good checkpoint is never lost. The data position is the step itself:
+the sampler's batch is a pure function of the step.
+"""
+
+from __future__ import annotations
+
+import datetime
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from weatherens import config
+from weatherens.model.predictor import Predictor
+
+ITEMS = ("params", "optimizer", "arrays", "meta")
+
+
+def manager(workdir: str | Path, keep: int = 2, read_only: bool = False) -> ocp.CheckpointManager:
+    """This process's view of the checkpoints. Only process 0 writes (`save`; the state is replicated and
+    saved from host copies); every process reads for itself, so orbax runs single-process everywhere."""
+    me = jax.process_index()
+    local = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                               barrier_sync_key_prefix=f"weatherens-process-{me}")
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                           create=False, read_only=read_only, multiprocessing_options=local)
+    root = Path(workdir).resolve() / "checkpoints"
+    if not read_only:
+        root.mkdir(parents=True, exist_ok=True)
+    return ocp.CheckpointManager(root, options=options,
+                                 item_names=ITEMS)
+
+
+def predictor_arrays(p: Predictor) -> dict[str, np.ndarray]:
+    """The predictor's arrays; `static` only when there are static fields (orbax refuses empty arrays)."""
+    out = {"mean": np.asarray(p.mean).ravel(), "std": np.asarray(p.std).ravel(),
+           "residual_std": np.asarray(p.residual_std).ravel(), "lat": p.lat, "lon": p.lon}
+    if p.static.size:
+        out["static"] = p.static
+    return out
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("weatherens", "jax", "flax", "optax", "orbax-checkpoint"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def save(mngr: ocp.CheckpointManager, params, opt_state, step, predictor: Predictor, exp: config.Experiment,
+         provenance: dict, static_names=()) -> None:
+    """Write a checkpoint for optimizer step `step` (blocking: it is complete when this returns).
+
+    Call it on every process: process 0 writes, and all wait until it is complete."""
+    step = int(step)
+    if jax.process_index() != 0:
+        multihost_utils.sync_global_devices(f"weatherens checkpoint {step}")
+        return
+    meta = {
+        "config": config.to_dict(exp), "channels": list(predictor.channels), "forcings": list(predictor.forcings),
+        "static": list(static_names), "provenance": provenance, "step": step, "versions": _versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    mngr.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(_to_host(params)),
+        optimizer=ocp.args.StandardSave(_to_host({"opt_state": opt_state, "step": np.int32(step)})),
+        arrays=ocp.args.StandardSave(predictor_arrays(predictor)),
+        meta=ocp.args.JsonSave(meta)))
+    mngr.wait_until_finished()
+    multihost_utils.sync_global_devices(f"weatherens checkpoint {step}")
+
+
+def _to_host(tree):
+    """numpy copies of (replicated) arrays: this process's first shard holds the whole value."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
+                        tree)
+
+
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+
+def predictor_from(meta: dict, arrays: dict) -> Predictor:
+    exp = config.from_dict(meta["config"], "checkpoint config")
+    static = arrays.get("static", np.zeros((0, arrays["lat"].size, arrays["lon"].size), np.float32))
+    return Predictor(exp.model, meta["channels"], meta["forcings"], arrays["lat"], arrays["lon"],
+                     arrays["mean"], arrays["std"], arrays["residual_std"], static)
+
+
+def _host_target(tree):
+    return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), tree)
+
+
+def _place(tree, sharding):
+    """Host arrays -> global arrays with `sharding` (every process holds the same values)."""
+    if sharding is None:
+        return tree
+    return jax.tree.map(lambda x: jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx]), tree)
+
+
+def restore_training(mngr: ocp.CheckpointManager, predictor: Predictor, optimizer: optax.GradientTransformation,
+                     step: int | None = None, sharding=None):
+    """(params, opt_state, step) of a checkpoint (default the latest), laid out with `sharding`."""
+    step = mngr.latest_step() if step is None else step
+    abstract_params = jax.eval_shape(lambda: predictor.init_params(jax.random.key(0)))
+    abstract_opt = {"opt_state": jax.eval_shape(optimizer.init, abstract_params),
+                    "step": jax.ShapeDtypeStruct((), np.int32)}
+    got = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(_host_target(abstract_params)),
+        optimizer=ocp.args.StandardRestore(_host_target(abstract_opt))))
+    params, opt = _place(got.params, sharding), _place(got.optimizer, sharding)
+    return params, opt["opt_state"], opt["step"]
+
+
+def load_for_inference(path: str | Path, step: int | None = None):
+    """(predictor, params, meta) from a training workdir (or its checkpoints/ folder) alone."""
+    path = Path(path)
+    workdir = path.parent if path.name == "checkpoints" else path
+    if not (workdir / "checkpoints").is_dir():
+        raise FileNotFoundError(f"{path}: no checkpoints/ folder (expected a `weatherens train` workdir)")
+    mngr = manager(workdir, read_only=True)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"{workdir / 'checkpoints'}: holds no complete checkpoint")
+    got = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), arrays=ocp.args.StandardRestore()))
+    arrays = {k: np.asarray(v) for k, v in got.arrays.items()}
+    predictor = predictor_from(got.meta, arrays)
+    abstract = jax.eval_shape(lambda: predictor.init_params(jax.random.key(0)))
+    params = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(_host_target(abstract)))).params
+    return predictor, params, got.meta

@@ -1,0 +1,1 @@
+"""The stochastic spherical forecaster: layers, noise, network and the one-step predictor."""

@@ -1,0 +1,53 @@
+"""The stochastic spherical forecaster network (flax.nnx), SFNO-style with noise-conditioned norms.
+
+    features (..., C_in, lat, lon) --encoder MLP--> h (..., E, lat, lon)
+    repeat `blocks` times:
+        h = h + GELU(SpectralConv(CLN(h, z)) + Linear(CLN(h, z)))        (SFNO block, Bonev et al. 2023)
+        h = h + MLP(CLN(h, z))
+    h --decoder MLP (zero-initialised output)--> (..., C_out, lat, lon)
+
+z (..., D) is the member's latent noise for this step; the conditional layer norms (CLN) start
+deaf to it (zero-initialised), as AIFS-CRPS and FGN do, and training with a fair CRPS teaches the
+network to use it for spread. The decoder's output layer starts at zero, so an untrained model
+predicts a zero residual (persistence).
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from weatherens.config import ModelConfig
+from weatherens.model.layers import ChannelLinear, ConditionalLayerNorm, PointwiseMLP, SpectralConvolution
+from weatherens.sphere.sht import SphericalHarmonicTransform
+
+
+class SphericalBlock(nnx.Module):
+    def __init__(self, width: int, hidden: int, noise_dim: int, sht: SphericalHarmonicTransform, *, rngs: nnx.Rngs):
+        self.norm_spectral = ConditionalLayerNorm(width, noise_dim, rngs=rngs)
+        self.spectral = SpectralConvolution(width, sht, rngs=rngs)
+        self.skip = ChannelLinear(width, width, rngs=rngs)
+        self.norm_mlp = ConditionalLayerNorm(width, noise_dim, rngs=rngs)
+        self.mlp = PointwiseMLP(width, hidden, width, rngs=rngs)
+
+    def __call__(self, h: jax.Array, z: jax.Array) -> jax.Array:
+        y = self.norm_spectral(h, z)
+        h = h + jax.nn.gelu(self.spectral(y) + self.skip(y))
+        return h + self.mlp(self.norm_mlp(h, z))
+
+
+class SphericalForecaster(nnx.Module):
+    """features (..., in_channels, lat, lon), z (..., noise_dim) -> (..., out_channels, lat, lon)."""
+
+    def __init__(self, in_channels: int, out_channels: int, cfg: ModelConfig, sht: SphericalHarmonicTransform,
+                 *, rngs: nnx.Rngs):
+        width, hidden = cfg.embed_dim, max(1, int(round(cfg.mlp_ratio * cfg.embed_dim)))
+        self.encoder = PointwiseMLP(in_channels, hidden, width, rngs=rngs)
+        self.blocks = nnx.List([SphericalBlock(width, hidden, cfg.noise_dim, sht, rngs=rngs) for _ in range(cfg.blocks)])
+        self.decoder = PointwiseMLP(width, hidden, out_channels, rngs=rngs, zero_out=True)
+
+    def __call__(self, features: jax.Array, z: jax.Array) -> jax.Array:
+        h = self.encoder(features)
+        for block in self.blocks:
+            h = block(h, z)
+        return self.decoder(h)

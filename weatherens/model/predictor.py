@@ -1,0 +1,116 @@
+"""One model step in physical units: normalize -> network -> residual -> unnormalize.
+
+    x(t + dt) = x(t) + sigma_res * net([ (x(t - dt) - mu) / sigma, (x(t) - mu) / sigma,
+                                        forcings(t), forcings(t + dt), constants, noise fields ], z)
+
+with mu, sigma the per-channel mean and standard deviation and sigma_res the standard deviation of
+the 6-hour difference (`data.stats`), as GraphCast predicts normalized residuals (Lam et al. 2023).
+Constants: sin and cos of latitude and longitude, and the static fields (orography, land-sea mask)
+standardised with their area-weighted mean and std.
+
+`Predictor` holds what is fixed (grid, channels, statistics, constants, the network's graph) and
+its methods are pure functions of explicit parameters, states and PRNG keys, for one member
+(no batch dims): vmap them over members and samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from weatherens import grid
+from weatherens.config import ModelConfig
+from weatherens.data import forcings as forcings_lib
+from weatherens.model import noise
+from weatherens.model.network import SphericalForecaster
+from weatherens.sphere.sht import SphericalHarmonicTransform
+
+
+def constant_features(lat: np.ndarray, lon: np.ndarray, static: np.ndarray) -> np.ndarray:
+    """(4 + S, lat, lon) float32: sin/cos latitude, sin/cos longitude, standardised static fields."""
+    la, lo = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
+    geometry = [np.sin(la), np.cos(la), np.sin(lo), np.cos(lo)]
+    w = grid.latitude_weights(np.asarray(lat))[:, None] * np.ones_like(la)
+    standardised = []
+    for field in np.asarray(static, dtype=np.float64).reshape(-1, len(lat), len(lon)):
+        mean = np.sum(w * field) / np.sum(w)
+        std = np.sqrt(np.sum(w * (field - mean) ** 2) / np.sum(w))
+        standardised.append((field - mean) / (std if std > 0 else 1.0))
+    return np.stack(geometry + standardised).astype(np.float32)
+
+
+class Predictor:
+    """The forecaster for one grid, channel order and set of statistics.
+
+    Args:
+      cfg: the model section of the config.
+      channels: channel names in model order ('variable@level' or 'variable'), C of them.
+      forcings: forcing names (F), in the order the sampler stacks them.
+      lat, lon: grid coordinates in degrees (latitude ascending).
+      mean, std, residual_std: (C,) statistics in physical units.
+      static: (S, lat, lon) time-invariant fields in physical units; S may be 0.
+    """
+
+    def __init__(self, cfg: ModelConfig, channels: Sequence[str], forcings: Sequence[str], lat, lon,
+                 mean, std, residual_std, static):
+        self.cfg = cfg
+        self.channels, self.forcings = tuple(channels), tuple(forcings)
+        self.lat, self.lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+        stats = [np.asarray(a, np.float64) for a in (mean, std, residual_std)]
+        for name, a in zip(("mean", "std", "residual_std"), stats):
+            if a.shape != (len(self.channels),) or not np.all(np.isfinite(a)):
+                raise ValueError(f"normalization {name}: expected {len(self.channels)} finite values, got {a}")
+            if name != "mean" and not np.all(a > 0):
+                raise ValueError(f"normalization {name}: must be positive, got {a}")
+        self.mean, self.std, self.residual_std = (jnp.asarray(a, jnp.float32)[:, None, None] for a in stats)
+        # forcings enter as O(1) numbers: insolation in units of the solar constant
+        scale = [1.0 / forcings_lib.SOLAR_CONSTANT if f == "toa_incident_solar_radiation" else 1.0
+                 for f in self.forcings]
+        self.forcing_scale = jnp.asarray(scale, jnp.float32)[:, None, None]
+        self.static = np.asarray(static, np.float32).reshape(-1, self.lat.size, self.lon.size)
+        self.constants = jnp.asarray(constant_features(self.lat, self.lon, self.static))
+        self.sht = SphericalHarmonicTransform(self.lat, self.lon.size, cfg.lmax or None)
+        self.noise = (noise.SphericalNoise(self.sht, cfg.noise_fields, cfg.noise_field_degree, cfg.noise_field_rho)
+                      if cfg.noise_fields else None)
+        c, f = len(self.channels), len(self.forcings)
+        self.in_channels = 2 * c + 2 * f + self.constants.shape[0] + cfg.noise_fields
+        self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: self._network(jax.random.key(0))))
+
+    def _network(self, key: jax.Array) -> SphericalForecaster:
+        return SphericalForecaster(self.in_channels, len(self.channels), self.cfg, self.sht, rngs=nnx.Rngs(params=key))
+
+    def init_params(self, key: jax.Array) -> nnx.State:
+        """Fresh network parameters from `key`."""
+        return nnx.split(self._network(key))[1]
+
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """(..., C, lat, lon) physical -> standardised."""
+        return (x - self.mean) / self.std
+
+    def initial_noise(self, member_key: jax.Array) -> jax.Array:
+        """The noise-field state of a member before its first step; shape (0,) without noise fields."""
+        if self.noise is None:
+            return jnp.zeros((0,), jnp.float32)
+        return self.noise.initial(jax.random.fold_in(member_key, 0))
+
+    def step(self, params: nnx.State, x_prev: jax.Array, x_now: jax.Array, forcing_now: jax.Array,
+             forcing_next: jax.Array, key: jax.Array, noise_state: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """One member's step: (x(t + dt), next noise state).
+
+        x_prev, x_now: (C, lat, lon) physical units; forcing_now, forcing_next: (F, lat, lon);
+        key: this member's key for this step (`noise.step_key`); noise_state: from `initial_noise`
+        or the previous step.
+        """
+        z = noise.latent_vector(jax.random.fold_in(key, 0), self.cfg.noise_dim)
+        parts = [self.normalize(x_prev), self.normalize(x_now), forcing_now * self.forcing_scale,
+                 forcing_next * self.forcing_scale, self.constants]
+        if self.noise is not None:
+            noise_state = self.noise.advance(noise_state, jax.random.fold_in(key, 1))
+            parts.append(self.noise.fields(noise_state))
+        network = nnx.merge(self.graphdef, params)
+        residual = network(jnp.concatenate(parts, axis=0), z)
+        return x_now + self.residual_std * residual, noise_state

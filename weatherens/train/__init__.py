@@ -1,0 +1,1 @@
+"""Training: the CRPS losses, the jitted step and the loop with checkpoints."""

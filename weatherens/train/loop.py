@@ -1,0 +1,190 @@
+"""`weatherens train`: the training loop around the jitted step.
+
+Data -> step -> metrics -> checkpoints, resumable exactly: the batch of step s is a pure function
+of s (`Sampler.batch`), the noise keys are functions of (seed, s, sample, member), and a checkpoint
+holds params, optimizer state and s. So a run killed after the checkpoint at step s and started
+again continues with the same batches and keys, and its loss curve equals the uninterrupted one.
+
+The rollout length follows the schedule train.rollout_lengths / rollout_starts (phase i uses
+rollout_lengths[i] steps from optimizer step rollout_starts[i] on); each phase has its own sampler
+with that many targets. Metrics go to WORKDIR/metrics.jsonl, one JSON object per line
+(kind "train" every log_every steps, "validation" every validate_every), written by process 0;
+after a resume, lines past the checkpoint's step are dropped first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
+
+from weatherens import checkpoint, sharding
+from weatherens.config import Experiment
+from weatherens.data import era5, stats
+from weatherens.data.pipeline import Sampler
+from weatherens.model.predictor import Predictor
+from weatherens.train import step as train_step_lib
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def rollout_length(exp: Experiment, step: int) -> int:
+    lengths, starts = exp.train.rollout_lengths, exp.train.rollout_starts
+    if len(lengths) != len(starts) or not starts or starts[0] != 0 or list(starts) != sorted(starts):
+        raise ValueError(f"train.rollout_lengths {lengths} / rollout_starts {starts}: need equal lengths, "
+                         "starts ascending from 0")
+    return lengths[int(np.searchsorted(starts, step, side="right")) - 1]
+
+
+def _sampler(exp: Experiment, store: str, split: str, k: int) -> Sampler:
+    cfg = dataclasses.replace(exp.data, rollout_steps=k)
+    return Sampler.from_config(cfg, split, store=store, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+
+
+def _statistics(exp: Experiment, store: str, workdir: Path):
+    """Statistics of the training split, computed once (by process 0) and saved in the workdir."""
+    path = workdir / "stats.nc"
+    if jax.process_index() == 0:
+        ds = era5.open(store, exp.data.variables, exp.data.levels, exp.data.train.as_slice())
+        stats.load_or_compute(ds, path, exp.data.timestep_hours)
+    multihost_utils.sync_global_devices("weatherens statistics")
+    return stats.load(path)
+
+
+def build_predictor(exp: Experiment, sampler: Sampler, table) -> Predictor:
+    per = stats.per_channel(table, sampler.channels)
+    return Predictor(exp.model, sampler.channels, exp.data.forcings, sampler.lat, sampler.lon,
+                     per["mean"], per["std"], per["residual_std"], sampler.static)
+
+
+class MetricsLog:
+    """Append-only JSON lines, cut back to a step on resume; only process 0 writes."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.active = jax.process_index() == 0
+        if self.active and path.exists():
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, record: dict) -> None:
+        if self.active:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _per_variable(channels, values) -> dict[str, float]:
+    return {c: float(v) for c, v in zip(channels, np.asarray(values))}
+
+
+def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = True) -> dict:
+    """Train (or resume) in `workdir`; returns a summary (final step, losses, timings)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg = exp.train
+    mesh = sharding.data_mesh()
+    sharding.check_batch(exp.data.batch_size * jax.process_count(), mesh)
+    replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+
+    table = _statistics(exp, store, workdir)
+    first = _sampler(exp, store, "train", rollout_length(exp, 0))
+    predictor = build_predictor(exp, first, table)
+    optimizer = train_step_lib.make_optimizer(cfg)
+    objective = train_step_lib.Objective(predictor, cfg)
+    eval_objective = train_step_lib.Objective(predictor, dataclasses.replace(cfg, alpha=1.0))
+    step_fn = jax.jit(train_step_lib.make_train_step(objective, optimizer, cfg.seed), donate_argnums=0)
+    eval_fn = jax.jit(train_step_lib.make_eval_step(eval_objective, cfg.seed))
+
+    val_sampler = validation_sampler(exp, store) if cfg.validate_every else None
+    mngr = checkpoint.manager(workdir, keep=cfg.keep_checkpoints)
+    provenance = {"store": str(store), "train": dataclasses.asdict(exp.data.train),
+                  "statistics": str(workdir / "stats.nc"), "statistics_source": table.attrs.get("source", "")}
+    if mngr.latest_step() is not None:
+        params, opt_state, step0 = checkpoint.restore_training(mngr, predictor, optimizer, sharding=replicated)
+        state = train_step_lib.TrainState(params, opt_state, step0)
+        print(f"weatherens train: resuming from the checkpoint at step {int(step0)}")
+    else:
+        state = jax.device_put(train_step_lib.init_state(predictor, optimizer, cfg.seed), replicated)
+    start = int(state.step)
+    log = MetricsLog(workdir / "metrics.jsonl", start)
+
+    def save(state):
+        checkpoint.save(mngr, state.params, state.opt_state, state.step, predictor, exp, provenance, exp.data.static)
+
+    if start == 0 and mngr.latest_step() is None:
+        save(state)
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or jax.process_index())
+    wait_s = busy_s = compile_s = 0.0
+    timed = 0
+    last = {}
+    s = start
+    while s < cfg.steps:
+        k = rollout_length(exp, s)
+        phase_end = min([cfg.steps] + [b for b in cfg.rollout_starts if b > s])
+        sampler = first if k == first.cfg.rollout_steps else _sampler(exp, store, "train", k)
+        batches = sampler.iterate(start_step=s, num_steps=phase_end - s)
+        t0 = time.perf_counter()
+        for batch in batches:
+            t1 = time.perf_counter()
+            arrays = sharding.global_batch(
+                {"inputs": batch.inputs, "forcings": batch.forcings, "targets": batch.targets}, batched)
+            state, metrics = step_fn(state, arrays)
+            loss = float(metrics["loss"])
+            t2 = time.perf_counter()
+            if s == start:
+                compile_s = t2 - t1  # the first step compiles
+            else:
+                wait_s, busy_s, timed = wait_s + (t1 - t0), busy_s + (t2 - t1), timed + 1
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss} at step {s + 1}; stopped, the last good checkpoint "
+                    f"(step {mngr.latest_step()}) in {workdir / 'checkpoints'} is kept")
+            s += 1
+            last = {"step": s, "loss": loss, "grad_norm": float(metrics["grad_norm"])}
+            if s % cfg.log_every == 0 or s == cfg.steps:
+                log.write({"kind": "train", **last, "rollout": k, "data_wait_share": wait_s / max(wait_s + busy_s, 1e-9),
+                           "crps": _per_variable(predictor.channels, metrics["crps"])})
+            if cfg.validate_every and (s % cfg.validate_every == 0 or s == cfg.steps):
+                last["validation"] = validate(val_sampler, cfg.validation_batches, eval_fn, state.params,
+                                              predictor, batched)
+                log.write({"kind": "validation", "step": s, **last["validation"]})
+            if s % cfg.checkpoint_every == 0 or s == cfg.steps:
+                save(state)
+            rate = bar.format_dict.get("rate") or 0.0
+            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate * arrays['inputs'].shape[0]:.1f}")
+            bar.update()
+            t0 = time.perf_counter()
+    bar.close()
+    global_batch = exp.data.batch_size * jax.process_count()
+    step_s = (wait_s + busy_s) / max(timed, 1)
+    return {**last, "start_step": start, "data_wait_share": wait_s / max(wait_s + busy_s, 1e-9),
+            "first_step_s": compile_s, "step_s": step_s, "samples_per_s": global_batch / step_s if timed else 0.0,
+            "workdir": str(workdir)}
+
+
+def validation_sampler(exp: Experiment, store: str) -> Sampler:
+    cfg = dataclasses.replace(exp.data, rollout_steps=1)
+    return Sampler.from_config(cfg, "validation", store=store, shuffle=False,
+                               process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def validate(sampler: Sampler, batches: int, eval_fn, params, predictor: Predictor, batched) -> dict:
+    """Fair CRPS (standardised units, area-weighted) per channel over the first validation batches."""
+    n = max(1, min(batches, len(sampler)))
+    totals, loss = 0.0, 0.0
+    for i in range(n):
+        b = sampler.batch(i)
+        arrays = sharding.global_batch({"inputs": b.inputs, "forcings": b.forcings, "targets": b.targets}, batched)
+        out = eval_fn(params, arrays, i)
+        totals, loss = totals + np.asarray(out["crps"]), loss + float(out["loss"])
+    return {"loss": loss / n, "crps": _per_variable(predictor.channels, totals / n)}
