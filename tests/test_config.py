@@ -42,3 +42,10 @@ def test_to_dict_round_trips_and_is_type_stable(tmp_path):
     assert config.load(path) == exp
     # an int given for a float field serialises as the float YAML would load
     assert config.to_dict(config.WorldConfig(spinup_days=2)) == config.to_dict(config.WorldConfig(spinup_days=2.0))
+
+
+def test_a_partial_nested_section_keeps_the_other_defaults():
+    exp = config.load(None, ["data.train.end=2000-02-01"])
+    assert exp.data.train.start == config.DataConfig().train.start
+    assert exp.data.train.end == "2000-02-01"
+    assert config.load(None, ["train.learning_rate=3e-3"]).train.learning_rate == 0.003  # YAML 1.1 reads a string

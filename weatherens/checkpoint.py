@@ -16,6 +16,7 @@ the sampler's batch is a pure function of the step.
 from __future__ import annotations
 
 import datetime
+import logging
 from importlib import metadata
 from pathlib import Path
 
@@ -136,7 +137,13 @@ def load_for_inference(path: str | Path, step: int | None = None):
     workdir = path.parent if path.name == "checkpoints" else path
     if not (workdir / "checkpoints").is_dir():
         raise FileNotFoundError(f"{path}: no checkpoints/ folder (expected a `weatherens train` workdir)")
-    mngr = manager(workdir, read_only=True)
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # orbax warns that a read-only manager will not save
+    try:
+        mngr = manager(workdir, read_only=True)
+    finally:
+        absl_log.setLevel(level)
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{workdir / 'checkpoints'}: holds no complete checkpoint")

@@ -56,7 +56,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"weatherens train: step {summary.get('step', summary['start_step'])}, loss {summary.get('loss', float('nan')):.4f}"
           + (f", validation fair CRPS {val['loss']:.4f}" if val else "")
           + f"; data wait {100 * summary['data_wait_share']:.1f} % of step time; checkpoints in {args.workdir}/checkpoints")
+    if val:
+        print(f"\n{'channel (6 h, standardised)':<30}{'fair CRPS':>11}{'persistence':>13}{'ratio':>8}")
+        for name, crps in val["crps"].items():
+            ref = val["persistence_crps"][name]
+            print(f"{name:<30}{crps:>11.4f}{ref:>13.4f}{crps / ref:>8.2f}")
     return 0
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from weatherens.infer import forecast
+
+    path = forecast.forecast(
+        args.checkpoint, args.data, forecast.parse_init_times(args.init_times), args.members, args.lead_hours, args.out,
+        perturbation=args.perturbation, amplitude=args.amplitude, breeding_cycles=args.breeding_cycles, seed=args.seed,
+        lead_chunk=args.lead_chunk, member_chunk=args.member_chunk, progress=not args.quiet)
+    print(f"forecast: {path}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from weatherens.infer import baselines, forecast
+
+    exp = _load_config(args)
+    inits = forecast.parse_init_times(args.init_times)
+    store = args.data or exp.data.store
+    common = dict(progress=not args.quiet)
+    if args.kind == "persistence":
+        path = baselines.persistence(store, inits, args.lead_hours, args.out, variables=exp.data.variables,
+                                     levels=exp.data.levels, timestep_hours=exp.data.timestep_hours, **common)
+    elif args.kind == "climatology":
+        path = baselines.climatology(store, inits, args.members, args.lead_hours, args.out,
+                                     variables=exp.data.variables, levels=exp.data.levels, train=exp.data.train,
+                                     timestep_hours=exp.data.timestep_hours, window_days=args.window_days,
+                                     seed=args.seed, **common)
+    else:
+        from weatherens.infer import physics_ensemble
+
+        run = physics_ensemble.perfect_model_ensemble if args.kind == "perfect" else physics_ensemble.archived_fields_ensemble
+        path = run(store, inits, args.members, args.lead_hours, args.out, seed=args.seed, **common)
+    print(f"{args.kind}: {path}")
+    return 0
+
+
+def _add_forecast_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--init-times", nargs="+", required=True, metavar="TIME",
+                   help="initialisation times: 2000-06-01T00 ... or ranges START/END/STEP, e.g. 2000-06-01/2000-06-30/24h")
+    p.add_argument("--lead-hours", type=int, required=True, help="forecast length in hours (a multiple of the step)")
+    p.add_argument("--out", type=Path, required=True, help="forecast zarr to write (WeatherBench 2 format)")
+    p.add_argument("--seed", type=int, default=0, help="root of every member's noise (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -148,6 +197,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("forecast", help="ensemble hindcast from trained checkpoints, WB2 zarr (resumes)")
+    p.add_argument("--checkpoint", nargs="+", required=True, metavar="WORKDIR",
+                   help="training workdir(s); several share the members (a multi-checkpoint ensemble)")
+    p.add_argument("--data", required=True, help="store with the initial states (ERA5 schema)")
+    p.add_argument("--members", type=int, required=True, help="ensemble size M")
+    p.add_argument("--perturbation", choices=("none", "gaussian", "bred"), default="none",
+                   help="initial-condition perturbations (default none: model noise only)")
+    p.add_argument("--amplitude", type=float, default=0.05,
+                   help="perturbation size in units of each channel's std (default 0.05)")
+    p.add_argument("--breeding-cycles", type=int, default=4, help="model steps of breeding for --perturbation bred")
+    p.add_argument("--lead-chunk", type=int, default=4, help="steps per device call; output streamed per chunk")
+    p.add_argument("--member-chunk", type=int, default=256, help="members per pass (bounds memory)")
+    _add_forecast_args(p)
+    p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("baseline", help="persistence, climatological or physics ensembles in the same format")
+    p.add_argument("--kind", choices=("persistence", "climatology", "perfect", "archived"), required=True,
+                   help="persistence; climatology (training-years trajectories); perfect (the world's own model "
+                        "from its exact saved state); archived (dinosaur at lower resolution from archived fields)")
+    p.add_argument("--data", help="the truth store (a physics world for perfect/archived); default config data.store")
+    p.add_argument("--members", type=int, default=1, help="ensemble size (not for persistence)")
+    p.add_argument("--window-days", type=float, default=None,
+                   help="climatology: days of year around the init's to draw from (default: all training times)")
+    _add_forecast_args(p)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_baseline)
+
     p = sub.add_parser("train", help="train the stochastic forecaster with the fair CRPS (resumes from the workdir)")
     p.add_argument("--data", help="training store path or URL (default: config data.store)")
     p.add_argument("--workdir", type=Path, required=True, help="run folder: checkpoints, stats.nc, metrics.jsonl")
@@ -170,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (config_mod.ConfigError, DataError, FileNotFoundError) as err:
+    except (config_mod.ConfigError, DataError, FileNotFoundError, FileExistsError) as err:
         print(f"weatherens {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ single-key overrides (values parsed as YAML scalars or lists).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from pathlib import Path
@@ -150,6 +151,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return {str(k): float(x) for k, x in value.items()}
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is str and isinstance(value, datetime.date):  # YAML reads 2000-02-01 as a date
+        return value.isoformat()
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
         try:
             return float(value)
@@ -167,7 +170,13 @@ def _build(cls: type, mapping: dict, where: str) -> Any:
     unknown = sorted(set(mapping) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in mapping.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in mapping.items():
+        default = fields[k].default
+        if isinstance(v, dict) and dataclasses.is_dataclass(default):  # a partial section: over its defaults
+            v = {**to_dict(default), **v}
+        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}" if where else k)
     return cls(**kwargs)
 
 

@@ -78,6 +78,24 @@ def _as_channels(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
+def read_states(ds: xr.Dataset, variables: tuple[str, ...], times) -> np.ndarray:
+    """States (T, C, lat, lon) float32 at the given times, channels in `channel_names` order.
+
+    Raises DataError naming the store when a time is missing or a value is not finite."""
+    store = ds.attrs.get("source", "<dataset>")
+    times = np.asarray(times, "datetime64[ns]")
+    missing = times[~np.isin(times, ds["time"].values)]
+    if missing.size:
+        raise era5.DataError(f"{store}: no data at {[str(np.datetime64(t, 's')) for t in missing[:5]]} "
+                             f"(store covers {np.datetime64(ds['time'].values[0], 's')} .. "
+                             f"{np.datetime64(ds['time'].values[-1], 's')})")
+    sub = ds.sel(time=times)
+    block = _as_channels([np.asarray(sub[v].values) for v in variables])
+    if not np.isfinite(block).all():
+        raise era5.DataError(f"{store}: non-finite values in the states at {[str(np.datetime64(t, 's')) for t in times]}")
+    return block
+
+
 class _Source:
     """Reads states (n, C, lat, lon) at given time indices of the split."""
 

@@ -1,8 +1,11 @@
 """Per-member noise, drawn only from explicit PRNG keys, so that a member is reproducible.
 
-Member j of an ensemble gets `member_key(key, j)` = fold_in(key, j) (the design's convention), and
-its noise at rollout step n comes from `step_key(member_key, n)` = fold_in(member key, n): the same
-whether it runs on one device or eight, in a batch of 4 members or of 400.
+Member j of an ensemble gets `member_key(key, j)` = fold_in(key, j) (the design's convention). Its
+keys for separate purposes never overlap: its noise at rollout step n comes from
+`step_key(member_key, n)` = fold_in(fold_in(member key, STEPS), n), its noise fields' initial state
+from fold_in(member key, INITIAL) and its initial-condition perturbation from
+`perturbation_key(member_key)` = fold_in(member key, PERTURBATION). So member j is the same whether
+it runs on one device or eight, in a batch of 4 members or of 400.
 
 Two kinds of noise feed the network:
 - a latent vector z ~ N(0, I_D) per member and step, which modulates the conditional layer norms
@@ -23,6 +26,9 @@ import numpy as np
 from weatherens.sphere.sht import SphericalHarmonicTransform
 
 
+INITIAL, STEPS, PERTURBATION = 0, 1, 2
+
+
 def member_key(key: jax.Array, member: int | jax.Array) -> jax.Array:
     """The key of member `member` (an int or a traced integer)."""
     return jax.random.fold_in(key, member)
@@ -30,7 +36,17 @@ def member_key(key: jax.Array, member: int | jax.Array) -> jax.Array:
 
 def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
     """The key of rollout step `step` of a member."""
-    return jax.random.fold_in(key, step)
+    return jax.random.fold_in(jax.random.fold_in(key, STEPS), step)
+
+
+def initial_key(key: jax.Array) -> jax.Array:
+    """The key of a member's noise-field state before its first step."""
+    return jax.random.fold_in(key, INITIAL)
+
+
+def perturbation_key(key: jax.Array) -> jax.Array:
+    """The key of a member's initial-condition perturbation."""
+    return jax.random.fold_in(key, PERTURBATION)
 
 
 def latent_vector(key: jax.Array, dim: int) -> jax.Array:

@@ -95,7 +95,7 @@ class Predictor:
         """The noise-field state of a member before its first step; shape (0,) without noise fields."""
         if self.noise is None:
             return jnp.zeros((0,), jnp.float32)
-        return self.noise.initial(jax.random.fold_in(member_key, 0))
+        return self.noise.initial(noise.initial_key(member_key))
 
     def step(self, params: nnx.State, x_prev: jax.Array, x_now: jax.Array, forcing_now: jax.Array,
              forcing_next: jax.Array, key: jax.Array, noise_state: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -25,7 +25,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from weatherens import checkpoint, sharding
+from weatherens import checkpoint, grid, sharding
 from weatherens.config import Experiment
 from weatherens.data import era5, stats
 from weatherens.data.pipeline import Sampler
@@ -179,12 +179,18 @@ def validation_sampler(exp: Experiment, store: str) -> Sampler:
 
 
 def validate(sampler: Sampler, batches: int, eval_fn, params, predictor: Predictor, batched) -> dict:
-    """Fair CRPS (standardised units, area-weighted) per channel over the first validation batches."""
+    """Fair CRPS (standardised units, area-weighted) per channel over the first validation batches, and,
+    as the reference, the CRPS of persistence (its absolute error) on the same samples. With several
+    processes, the persistence reference is this process's slice only."""
     n = max(1, min(batches, len(sampler)))
-    totals, loss = 0.0, 0.0
+    totals, loss, persistence = 0.0, 0.0, 0.0
+    area = grid.latitude_weights(predictor.lat)[:, None]
     for i in range(n):
         b = sampler.batch(i)
         arrays = sharding.global_batch({"inputs": b.inputs, "forcings": b.forcings, "targets": b.targets}, batched)
         out = eval_fn(params, arrays, i)
         totals, loss = totals + np.asarray(out["crps"]), loss + float(out["loss"])
-    return {"loss": loss / n, "crps": _per_variable(predictor.channels, totals / n)}
+        error = np.abs(np.asarray(predictor.normalize(b.targets[:, 0])) - np.asarray(predictor.normalize(b.inputs[:, 1])))
+        persistence = persistence + (error * area).mean(axis=(0, 2, 3)) / area.mean()
+    return {"loss": loss / n, "crps": _per_variable(predictor.channels, totals / n),
+            "persistence_crps": _per_variable(predictor.channels, persistence / n)}

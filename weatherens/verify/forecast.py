@@ -30,6 +30,12 @@ def open_forecast(path: str | Path, variables=None) -> xr.Dataset:
         raise era5.DataError(f"{store}: no lead-time dim ('prediction_timedelta' or 'lead_time'); dims are {dict(ds.sizes)}")
     if not np.issubdtype(ds[LEAD].dtype, np.timedelta64):
         raise era5.DataError(f"{store}: lead dim '{LEAD}' is {ds[LEAD].dtype}, not a time span (CF units missing?)")
+    if "init_complete" in ds:  # a weatherens forecast: score only the initialisations written whole
+        complete = ds["init_complete"].values == 1
+        if not complete.all():
+            print(f"weatherens verify: {store}: {int((~complete).sum())} initialisation(s) incomplete; left out")
+            ds = ds.isel(time=np.flatnonzero(complete))
+    ds = ds.drop_vars([v for v in ds.data_vars if not {"latitude", "longitude"} <= set(ds[v].dims)])
     if MEMBER not in ds.dims:
         ds = ds.expand_dims({MEMBER: 1})
     ds = ds.transpose(*[d for d in era5.CANONICAL_DIMS if d in ds.dims], ...)
