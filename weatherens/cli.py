@@ -151,7 +151,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from weatherens import demo
 
-    return demo.run(cache=args.cache, quick=args.quick, progress=not args.quiet)
+    return demo.run(cache=args.cache, quick=args.quick, progress=not args.quiet, retrain=args.retrain, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,9 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default (physics world summary for now)")
+    p = sub.add_parser("demo", help="the main job: world -> model -> 50-member hindcast -> baselines -> scorecard")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"where worlds are cached (default {DEFAULT_CACHE})")
-    p.add_argument("--quick", action="store_true", help="a tiny world, for smoke tests")
+    p.add_argument("--quick", action="store_true", help="a tiny world and model, for smoke tests (under 3 minutes)")
+    p.add_argument("--retrain", action="store_true", help="train the model instead of using the shipped checkpoint")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="where the run's forecasts, scores and report go")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 

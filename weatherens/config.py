@@ -117,12 +117,26 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """`weatherens demo`: the hindcast and baselines scored at the end of the main job."""
+
+    members: int = 50  # ML ensemble size (and the climatological ensemble's)
+    lead_hours: int = 240
+    max_inits: int = 4  # initialisation times: the world's saved-state times inside the test split
+    perfect_members: int = 10  # physics ensemble from the exact truth state (the truth's own model, costly)
+    archived_members: int = 50  # physics ensemble from the archived fields at lower resolution
+    perturbation: str = "none"  # initial-condition perturbation of the ML ensemble
+    checkpoint: str = "small"  # shipped checkpoint (checkpoints/<name>) used unless --retrain
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     name: str = "default"
     data: DataConfig = DataConfig()
     world: WorldConfig = WorldConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    demo: DemoConfig = DemoConfig()
 
 
 class ConfigError(ValueError):

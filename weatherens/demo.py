@@ -1,29 +1,46 @@
-"""`weatherens demo`: the main job on the embedded default.
+"""`weatherens demo`: the main job on the embedded default, from world to scorecard.
 
-Today: build (or reuse from the cache) the physics world, print its summary, and show that the
-data layer serves it as training data (splits, channels, normalization statistics).
+1. build (or reuse from the cache) the physics world;
+2. take the shipped checkpoint trained by `weatherens train` on that world (`checkpoints/<name>`), or
+   train one with --retrain (or when the shipped one was trained on another world);
+3. a hindcast of the ML ensemble over the test split, from the world's saved-state times (so that the
+   perfect-model ensemble can start from the exact truth);
+4. the baselines: persistence, the climatological ensemble, the physics ensemble from the archived
+   fields (the IFS-ENS analogue) and the perfect-model ensemble from the exact truth (the limit);
+5. `weatherens verify` of all five against the world, with figures;
+6. a scorecard table (printed) and a Markdown report with the figures in RUN_DIR.
+
+Every stage is reused when its output is already there, so a second run is quick and a killed run
+goes on where it stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
-from weatherens import config
-from weatherens.data import era5, stats, world_store
-from weatherens.data.pipeline import Sampler
+import numpy as np
+import xarray as xr
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from weatherens import config
+from weatherens.data import world_store
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+SHIPPED = ROOT / "checkpoints"
+NAMES = ("weatherens", "persistence", "climatology", "physics_archived", "physics_perfect")
+SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None))
+SCORES_SUFFIXES = ("rank_histogram", "sh_spectrum", "zonal_spectrum", "n_init")
+SCORECARD_LEADS_H = (6, 24, 48, 72, 120, 168, 240)
 
 
 def experiment(quick: bool) -> config.Experiment:
-    """The demo's experiment: the defaults, or configs/quick.yaml for a tiny world."""
-    if not quick:
-        return config.load(None)
-    path = CONFIGS / "quick.yaml"
+    """The demo's experiment: configs/small.yaml (default world), or configs/tiny.yaml for --quick."""
+    path = CONFIGS / ("tiny.yaml" if quick else "small.yaml")
     if not path.exists():
-        raise FileNotFoundError(f"{path}: the quick demo's config is missing (run from a weatherens checkout)")
+        raise FileNotFoundError(f"{path}: the demo's config is missing (run from a weatherens checkout)")
     return config.load(path)
 
 
@@ -33,40 +50,200 @@ def world_path(cache: Path, cfg: config.WorldConfig) -> Path:
     return Path(cache) / f"world-{cfg.resolution}-{key}.zarr"
 
 
-def _stats_table(table, channels: tuple[str, ...]) -> str:
-    lines = [f"{'channel':<30}{'mean':>14}{'std':>12}{'6h-diff std':>14}  units"]
-    for name in channels:
-        var, _, level = name.partition("@")
-        da = table[var]
-        if level:
-            da = da.sel(level=int(level))
-        mean, std, res = (float(da.sel(statistic=s)) for s in ("mean", "std", "residual_std"))
-        lines.append(f"{name:<30}{mean:>14.6g}{std:>12.4g}{res:>14.4g}  {da.attrs.get('units', '')}")
+def _stage(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def checkpoint_dir(exp: config.Experiment, world: Path, cache: Path, retrain: bool, progress: bool) -> Path:
+    """The shipped checkpoint if it was trained on this world's config, else one trained now (cached)."""
+    from weatherens import checkpoint
+    from weatherens.train import loop
+
+    shipped = SHIPPED / exp.demo.checkpoint
+    if not retrain and shipped.exists():
+        _, _, meta = checkpoint.load_for_inference(shipped)
+        if meta["config"]["world"] == config.to_dict(exp.world) and meta["config"]["data"] == config.to_dict(exp.data):
+            print(f"using the shipped checkpoint {shipped} (step {meta['step']}; --retrain to train one)")
+            return shipped
+        print(f"{shipped} was trained on another world or data config; training one")
+    key = hashlib.sha256(json.dumps(config.to_dict(exp), sort_keys=True).encode()).hexdigest()[:12]
+    workdir = Path(cache) / f"train-{exp.name}-{key}"
+    loop.train(exp, str(world), workdir, progress=progress)
+    return workdir
+
+
+def demo_inits(world: Path, exp: config.Experiment) -> np.ndarray:
+    """Saved-state times inside the test split whose whole forecast has truth, at most max_inits."""
+    from weatherens.data import world as world_mod
+
+    state_times, _ = world_mod.load_truth_states(world)
+    last = xr.open_zarr(world)["time"].values[-1]
+    test = exp.data.test
+    lead = np.timedelta64(exp.demo.lead_hours, "h")
+    ok = (state_times >= np.datetime64(test.start)) & (state_times <= np.datetime64(test.end)) & (state_times + lead <= last)
+    inits = state_times[ok][: exp.demo.max_inits]
+    if inits.size == 0:
+        raise ValueError(f"{world}: no saved truth state in the test split {test.start}..{test.end} with "
+                         f"{exp.demo.lead_hours} h of truth after it")
+    return inits
+
+
+def _newer(scores: Path, forecast: Path) -> bool:
+    """Scores written (atomically) after the forecast they score was completed."""
+    meta = Path(forecast) / "zarr.json"
+    return scores.exists() and meta.exists() and scores.stat().st_mtime_ns > meta.stat().st_mtime_ns
+
+
+def _once(path: Path, make) -> Path:
+    return path if path.exists() else Path(make(path))
+
+
+def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray, run_dir: Path,
+              progress: bool) -> dict[str, Path]:
+    from weatherens.infer import baselines, forecast, physics_ensemble
+
+    d, out = exp.demo, run_dir / "forecasts"
+    out.mkdir(parents=True, exist_ok=True)
+    common = dict(variables=exp.data.variables, levels=exp.data.levels, timestep_hours=exp.data.timestep_hours,
+                  progress=progress)
+    makers = {
+        "weatherens": lambda p: forecast.forecast([ckpt], str(world), inits, d.members, d.lead_hours, p,
+                                                  perturbation=d.perturbation, progress=progress),
+        "persistence": lambda p: baselines.persistence(str(world), inits, d.lead_hours, p, **common),
+        "climatology": lambda p: baselines.climatology(str(world), inits, d.members, d.lead_hours, p,
+                                                       train=exp.data.train, **common),
+        "physics_archived": lambda p: physics_ensemble.archived_fields_ensemble(
+            world, inits, d.archived_members, d.lead_hours, p, progress=progress),
+        "physics_perfect": lambda p: physics_ensemble.perfect_model_ensemble(
+            world, inits, d.perfect_members, d.lead_hours, p, progress=progress),
+    }
+    paths = {}
+    for name, make in makers.items():
+        t0 = time.perf_counter()
+        paths[name] = _once(out / f"{name}.zarr", make)
+        print(f"  {name}: {paths[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return paths
+
+
+def _pick(scores: xr.Dataset, variable: str, level, metric: str, lead_h: int) -> float:
+    da = scores[variable].sel(region="global")
+    if level is not None:
+        da = da.sel(level=level)
+    if metric not in da["metric"].values:
+        metric = "crps" if metric == "crps_fair" else metric
+        if metric not in da["metric"].values:
+            return float("nan")
+    return float(da.sel(metric=metric, lead_time=np.timedelta64(lead_h, "h")))
+
+
+def scorecard(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
+    """Markdown table: ML fair CRPS and its ratio to each baseline's (one-member baselines: CRPS = MAE),
+    RMSE and debiased SSR, for z500, t850 and the near-surface temperature."""
+    leads = [h for h in SCORECARD_LEADS_H if h <= lead_hours]
+    others = [n for n in NAMES[1:] if n in scores]
+    head = ("| variable | lead | fair CRPS | " + " | ".join(f"÷ {n}" for n in others)
+            + " | RMSE | SSR (debiased) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    ml = scores["weatherens"]
+    for variable, level in SCORECARD_CHANNELS:
+        if variable not in ml:
+            continue
+        label = f"{variable}@{level}" if level else variable
+        for h in leads:
+            crps = _pick(ml, variable, level, "crps_fair", h)
+            ratios = [crps / _pick(scores[n], variable, level, "crps_fair", h) for n in others]
+            lead = f"{h // 24} d" if h % 24 == 0 else f"{h} h"
+            lines.append(f"| {label} | {lead} | {crps:.4g} | " + " | ".join(f"{r:.2f}" for r in ratios)
+                         + f" | {_pick(ml, variable, level, 'rmse', h):.4g} | {_pick(ml, variable, level, 'ssr_debiased', h):.2f} |")
     return "\n".join(lines)
 
 
-def run(cache: Path, quick: bool = False, progress: bool = True) -> int:
+def spectra_check(scores: xr.Dataset, max_degree: int) -> str:
+    """Largest |members / truth - 1| of the SH power over degrees 1 <= l <= max_degree (the truth run's
+    spectral truncation: above it the archived truth holds only interpolation residue), per variable and
+    lead, in %."""
+    rows = []
+    for variable, level in SCORECARD_CHANNELS:
+        key = f"{variable}_sh_spectrum"
+        if key not in scores:
+            continue
+        s = scores[key].sel(level=level) if level is not None else scores[key]
+        degrees = s["total_wavenumber"]
+        ratio = (s.sel(source="members") / s.sel(source="truth")).where((degrees >= 1) & (degrees <= max_degree),
+                                                                        drop=True)
+        worst = np.abs(ratio - 1).max("total_wavenumber").values * 100
+        rows.append(f"{variable}{'@' + str(level) if level else ''}: " + ", ".join(
+            f"{np.timedelta64(t, 'h').astype(int)} h {w:.0f} %" for t, w in zip(scores["lead_time"].values, worst)))
+    return "\n".join(rows)
+
+
+def _subset(ds: xr.Dataset, variables) -> xr.Dataset:
+    """The scores of these forecast variables (with their rank histograms, spectra and counts)."""
+    keep = [k for k in ds.data_vars if any(k == v or k in [f"{v}_{s}" for s in SCORES_SUFFIXES] for v in variables)]
+    return ds[keep].assign_attrs(ds.attrs)
+
+
+def draw_figures(scores: dict[str, xr.Dataset], out_dir: Path) -> list[Path]:
+    """The report's figures, for the scorecard variables only: skill against lead of all five forecasts,
+    the scorecard heat map of each against persistence, and the ML ensemble's spectra and rank histograms."""
+    from weatherens.verify import plots
+
+    variables = [v for v, _ in SCORECARD_CHANNELS]
+    only = {n: _subset(ds, variables) for n, ds in scores.items()}
+    everything = list(only.values())
+    paths = plots.skill_vs_lead(everything, out_dir, variables=variables)
+    paths += plots.scorecard(everything, only["persistence"], out_dir)
+    for variable, level in SCORECARD_CHANNELS:
+        paths += plots.spectra(_subset(only["weatherens"], [variable]), out_dir, level=level)
+    return paths + plots.rank_histograms(only["weatherens"], out_dir)
+
+
+def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool = False, out: Path = Path("runs")) -> int:
+    from weatherens.verify import run as verify_run
+
+    t_start = time.perf_counter()
     exp = experiment(quick)
-    path = world_path(cache, exp.world)
-    world_store.build_world(path, exp.world, progress=progress)
-    print(world_store.describe(path))
+    run_dir = Path(out) / ("demo-quick" if quick else "demo")
+    t = _stage("1. physics world")
+    world = world_path(cache, exp.world)
+    world_store.build_world(world, exp.world, progress=progress)
+    print(world_store.describe(world))
+    print(f"({time.perf_counter() - t:.0f} s)")
 
-    data_cfg = exp.data
-    print(f"\nTraining data ({data_cfg.timestep_hours} h step, rollout {data_cfg.rollout_steps}, batch {data_cfg.batch_size}):")
-    samplers = {}
-    for split in ("train", "validation", "test"):
-        s = Sampler.from_config(data_cfg, split, store=str(path))
-        samplers[split] = s
-        r = getattr(data_cfg, split)
-        print(f"  {split:<11}{r.start} .. {r.end}: {len(s.anchors):>6} samples, {len(s):>5} batches/epoch"
-              f"{' (in RAM)' if s.source.in_memory else ' (from zarr)'}")
-    train = samplers["train"]
-    print(f"  {len(train.channels)} channels: {', '.join(train.channels)}")
-    batch = train.batch(0)
-    print(f"  a batch: inputs {batch.inputs.shape}, targets {batch.targets.shape}, forcings {batch.forcings.shape}")
+    t = _stage("2. the forecast model")
+    ckpt = checkpoint_dir(exp, world, cache, retrain, progress)
+    print(f"({time.perf_counter() - t:.0f} s)")
 
-    train_ds = era5.open(path, data_cfg.variables, data_cfg.levels, data_cfg.train.as_slice())
-    table = stats.load_or_compute(train_ds, path.with_name(path.stem + "-normalization.nc"), data_cfg.timestep_hours)
-    print("\nNormalization statistics of the training split (area-weighted):")
-    print(_stats_table(table, train.channels))
+    t = _stage("3-4. hindcast and baselines")
+    inits = demo_inits(world, exp)
+    print(f"{len(inits)} initialisation times: {', '.join(str(np.datetime64(i, 'h')) for i in inits)}; "
+          f"{exp.demo.members} members, {exp.demo.lead_hours} h")
+    paths = forecasts(exp, world, ckpt, inits, run_dir, progress)
+    print(f"({time.perf_counter() - t:.0f} s)")
+
+    t = _stage("5. verification")
+    files = [verify_run.scores_path(run_dir / "scores.nc", n, several=True) for n in NAMES]
+    if all(_newer(f, paths[n]) for f, n in zip(files, NAMES)):
+        print("reusing the scores in " + str(run_dir))
+    else:
+        files = verify_run.verify([str(paths[n]) for n in NAMES], str(world), run_dir / "scores.nc",
+                                  names=list(NAMES), progress=progress)
+    scores = {n: xr.load_dataset(f) for n, f in zip(NAMES, files)}
+    draw_figures(scores, run_dir / "figures")
+    print(f"({time.perf_counter() - t:.0f} s)")
+
+    table = scorecard(scores, exp.demo.lead_hours)
+    truncation = int(exp.world.resolution.lstrip("Tt"))
+    spectra = spectra_check(scores["weatherens"], truncation)
+    print("\n== Scorecard (global; ratios < 1: weatherens better)\n" + table)
+    print(f"\nMember spectra against the truth's (largest deviation over 1 <= l <= {truncation}):\n" + spectra)
+    report = run_dir / "report.md"
+    figures = sorted((run_dir / "figures").glob("*.png"))
+    report.write_text(
+        f"# weatherens demo{' (quick)' if quick else ''}\n\nWorld: `{world}`; checkpoint: `{ckpt}`; "
+        f"{len(inits)} inits, {exp.demo.members} members, {exp.demo.lead_hours} h.\n\n## Scorecard (global)\n\n"
+        f"{table}\n\n## Member spectra vs truth\n\n```\n{spectra}\n```\n\n## Figures\n\n"
+        + "".join(f"![{f.stem}](figures/{f.name})\n" for f in figures))
+    print(f"\nreport: {report} ({len(figures)} figures); whole run {time.perf_counter() - t_start:.0f} s")
     return 0

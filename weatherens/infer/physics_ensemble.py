@@ -1,0 +1,316 @@
+"""Physics ensembles of the physics world, written as WeatherBench 2 forecasts like the ML ensemble.
+
+Two baselines that bracket what an ML ensemble trained on the world's archive can reach:
+* `perfect_model_ensemble` (the upper bound): members start from the exact truth state the world
+  saved (`physics_state`) and run the world's own model (`weatherens.data.world.truth_model`: same
+  resolution, layers, time step and archive function). With amplitude 0 every member is the truth.
+* `archived_fields_ensemble` (an IFS-ENS analogue): members start only from the archived fields at
+  the init time, reconstructed into a dinosaur state at a lower resolution (default T21, 8 sigma
+  layers; `reconstruct_state`), and run with the same Held-Suarez forcing: imperfect initial
+  conditions and, where the world runs finer, an imperfect model.
+
+Both perturb every member (`member_states`: white-noise temperature from fold_in(init_key(seed,
+t0), j), so members are exchangeable and member j is the same in any member chunking; white noise
+is the simplest of the initial perturbations reviewed by Leutbecher & Palmer 2008), advance members
+together (`jax.vmap`, `member_chunk` at a time, `lead_chunk` archive intervals per call) and write
+through `output.ForecastWriter` (resumable: whole inits are skipped): dims (time,
+prediction_timedelta, number, [level,] latitude, longitude), leads archive_hours ... lead_hours, the
+world's variables, levels, units and attributes.
+
+References: Held, I. M. and M. J. Suarez, 1994, BAMS 75(10), 1825-1830 (the forcing); Leutbecher, M.
+and T. N. Palmer, 2008, Ensemble forecasting, J. Comput. Phys. 227, 3515-3539; Kochkov, D. et al.,
+2024, Neural general circulation models for weather and climate, Nature 632, 1060-1066 (dinosaur).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from dinosaur import (held_suarez, horizontal_interpolation, primitive_equations, scales, sigma_coordinates,
+                      spherical_harmonic, time_integration)
+from dinosaur import vertical_interpolation as vi
+from tqdm.auto import tqdm
+
+from weatherens import config as config_mod
+from weatherens import grid as grid_mod
+from weatherens.config import WorldConfig
+from weatherens.data import names, world_store
+from weatherens.data import world as world_mod
+from weatherens.infer import ensemble, output
+
+REFERENCES = ("Held & Suarez 1994, BAMS 75(10), 1825-1830; Leutbecher & Palmer 2008, J. Comput. Phys. 227, "
+              "3515-3539; Kochkov et al. 2024, Nature 632, 1060-1066 (dinosaur / NeuralGCM)")
+State = primitive_equations.State
+
+
+def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
+                           amplitude_k: float = 0.1, seed: int = 0, member_chunk: int | None = None, lead_chunk: int = 4,
+                           progress: bool = True) -> Path:
+    """The perfect-model ensemble: the world's truth state + white-noise temperature, the world's model.
+
+    Args:
+      world: a physics world store (`weatherens world`); init_times: (T,) times at which the world
+        saved its full state (every `state_every_days`), anything `np.datetime64` accepts.
+      members: M >= 1; lead_hours: a positive multiple of the world's `archive_hours`.
+      out: the forecast store; amplitude_k: std (K) of the temperature noise per nodal point;
+      seed: root of the member keys; lead_chunk: archive intervals per call; member_chunk: members
+        per vmap, default 1 on CPU (batching members was no faster per member there: 220 ms per
+        member-day at T21/L8 one at a time, 380 ms in a vmap of 16, on 2 cores), else 16.
+    Returns `out`, complete. Raises ValueError naming the store if an init time has no saved state.
+    """
+    world = Path(world)
+    cfg = world_store.world_config(world)
+    inits = _times(init_times)
+    saved = xr.open_zarr(str(world), group=world_mod.STATE_GROUP, chunks=None)  # every world has one
+    state_times = saved["state_time"].values
+    missing = [t for t in inits if t not in state_times]
+    if missing:
+        raise ValueError(f"{world}: no saved physics state at {_fmt(missing)}; perfect-model ensembles start from "
+                         f"saved states, available at {_fmt(state_times)} (every {cfg.state_every_days:g} days)")
+
+    def initial(t0):  # as world.load_truth_states, one state only
+        one = saved.sel(state_time=t0)
+        return State(**{k: jnp.asarray(one[k].values) for k in world_mod.STATE_FIELDS},
+                     sim_time=jnp.asarray(one["sim_time"].values, jnp.float32))
+
+    model = world_mod.truth_model(cfg)
+    provenance = {"kind": "perfect_model", "member_source": f"truth state, {cfg.resolution}/L{cfg.layers}"}
+    return _run(world, cfg, model, cfg, initial, inits, members, lead_hours, out, amplitude_k, seed,
+                member_chunk, lead_chunk, provenance, progress)
+
+
+def archived_fields_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
+                             resolution: str = "T21", layers: int = 8, timestep_minutes: float | None = None,
+                             amplitude_k: float = 0.1, seed: int = 0, member_chunk: int | None = None,
+                             lead_chunk: int = 4, progress: bool = True) -> Path:
+    """The archived-fields ensemble: a `resolution`/`layers` Held-Suarez model started from the archive.
+
+    Arguments as `perfect_model_ensemble`, except: init_times are any archived times; resolution
+    ('T<N>') and layers (equidistant sigma) of the forecast model; timestep_minutes: its time step
+    (default: the world's at the world's resolution, else the largest divisor of the archive
+    interval not above 30 min x 21 / N). The initial state is `reconstruct_state` of the archived
+    u, v, temperature, 2m_temperature and surface pressure at the init time.
+    """
+    world = Path(world)
+    cfg = world_store.world_config(world)
+    if timestep_minutes is None:
+        timestep_minutes = cfg.timestep_minutes if resolution == cfg.resolution else _timestep(resolution, cfg)
+    model_cfg = dataclasses.replace(cfg, resolution=resolution, layers=layers, timestep_minutes=timestep_minutes)
+    model = world_mod.truth_model(model_cfg)
+    inits = _times(init_times)
+    ds = xr.open_zarr(str(world), chunks=None)
+    missing = [t for t in inits if t not in ds.time.values]
+    if missing:
+        raise ValueError(f"{world}: no archived fields at {_fmt(missing)} (archive covers "
+                         f"{_fmt(ds.time.values[:1])} .. {_fmt(ds.time.values[-1:])})")
+
+    def initial(t0):
+        return reconstruct_state(model, ds.sel(time=t0), cfg)
+
+    provenance = {"kind": "archived_fields", "member_source": f"archived fields, {resolution}/L{layers}"}
+    return _run(world, cfg, model, model_cfg, initial, inits, members, lead_hours, out, amplitude_k, seed,
+                member_chunk, lead_chunk, provenance, progress)
+
+
+def reconstruct_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldConfig) -> State:
+    """A dinosaur State on `model`'s grid from one time of a world's archive (`fields`, canonical form).
+
+    From u, v (m/s), temperature (K) on the levels (P, nlat, nlon), 2m_temperature (K; in this
+    world the truth's lowest sigma layer) and surface_pressure (Pa), as a simple analysis would:
+    horizontally, the archive's conservative regridding inverted (the model-grid field nearest a
+    conservative regridding of the archive whose own cell averages are the archived values);
+    vertically, a background profile linear in log p (winds held constant above and below the levels, temperature
+    extrapolated down through 2m_temperature and up to no colder than Held-Suarez's 200 K), then
+    the smallest change per column for which the model's own archive operator (sigma -> pressure,
+    linear in log p) gives back the archived values; vorticity and divergence by the spherical
+    harmonic transform, the divergence's mass-weighted vertical mean removed (it would only drive
+    spurious surface-pressure tendencies); log surface pressure.
+    """
+    bottom = float(sigma_coordinates.SigmaCoordinates.equidistant(cfg.layers).centers[-1])
+    fn = _analysis_fn(model, tuple(sorted(cfg.levels)), cfg.nlon, cfg.nlat, bottom)
+    return fn(*(jnp.asarray(fields[v].values, jnp.float32) for v in _ANALYSIS_VARIABLES))
+
+
+_ANALYSIS_VARIABLES = ("u_component_of_wind", "v_component_of_wind", "temperature", "2m_temperature", "surface_pressure")
+_MIN_T = inspect.signature(held_suarez.HeldSuarezForcing).parameters["minT"].default  # 200 K
+
+
+def _column(x, xp, fp, floor):
+    """Background profile of one column: targets x (L,), sources xp (S,) (log p), values fp (S,)."""
+    order = jnp.argsort(xp)
+    xp, fp = xp[order], fp[order]
+    y = jax.vmap(vi.linear_interp_with_linear_extrap, (0, None, None))(x, xp, fp)
+    if floor is None:  # winds: constant outside the levels
+        return jnp.where(x < xp[0], fp[0], jnp.where(x > xp[-1], fp[-1], y))
+    return jnp.where(x < xp[0], jnp.maximum(y, floor), y)  # temperature
+
+
+_columns = jnp.vectorize(_column, signature="(a),(b),(b)->(a)", excluded=(3,))
+
+
+@functools.lru_cache(maxsize=8)
+def _analysis_fn(model: world_mod.TruthModel, levels: tuple[int, ...], nlon: int, nlat: int, bottom: float) -> Callable:
+    """Jitted (u, v, T (P, lat, lon), T2m, ps (lat, lon)) on the archive grid -> State (see reconstruct_state)."""
+    horizontal, specs, units = model.coords.horizontal, model.physics_specs, scales.units
+    lon, lat = np.deg2rad(grid_mod.longitudes(nlon)), np.deg2rad(grid_mod.equiangular_latitudes(nlat))
+    hi = horizontal_interpolation
+    a_lon = np.asarray(hi.conservative_longitude_weights(horizontal.longitudes, lon))  # model -> archive
+    a_lat = np.asarray(hi.conservative_latitude_weights(horizontal.latitudes, lat))
+    g_lon = np.asarray(hi.conservative_longitude_weights(lon, horizontal.longitudes))  # archive -> model
+    g_lat = np.asarray(hi.conservative_latitude_weights(lat, horizontal.latitudes))
+    log_p = np.log(np.asarray(levels, np.float64) * 100.0)  # Pa
+    log_sigma = np.log(model.coords.vertical.centers)
+    thickness = np.asarray(model.coords.vertical.layer_thickness)[:, None, None]
+    wind, kelvin = specs.nondimensionalize(1.0 * units.m / units.s), specs.nondimensionalize(1.0 * units.degK)
+    pascal, min_t = specs.nondimensionalize(1.0 * units.pascal), _MIN_T.m_as(units.degK)
+    ref = np.asarray(model.reference_temperature)[:, None, None]
+    to_p = vi.vectorize_vertical_interpolation(vi.linear_interp_with_linear_extrap)  # as the archive operator
+
+    def regrid(x):  # (..., lat, lon) archive -> (..., lon, lat) model: smooth first guess + least-squares fix
+        first = jnp.einsum("ab,cd,...db->...ac", g_lon, g_lat, x, precision=jax.lax.Precision.HIGHEST)
+        residual = x - jnp.einsum("ab,cd,...bd->...ca", a_lon, a_lat, first, precision=jax.lax.Precision.HIGHEST)
+        return first + jnp.einsum("ab,cd,...db->...ac", np.linalg.pinv(a_lon), np.linalg.pinv(a_lat), residual,
+                                  precision=jax.lax.Precision.HIGHEST)
+
+    def fit(background, archived, log_ps):  # (L, lon, lat), (P, lon, lat): smallest change with to_p == archived
+        target = log_p[:, None, None] - log_ps  # log(p / ps), (P, lon, lat)
+        h = jax.vmap(lambda e: to_p(target, log_sigma, jnp.broadcast_to(e[:, None, None], background.shape)))(
+            jnp.eye(log_sigma.size, dtype=background.dtype))  # (L, P, lon, lat)
+        h = jnp.moveaxis(h, (0, 1), (-1, -2))  # (lon, lat, P, L)
+        residual = jnp.moveaxis(archived - to_p(target, log_sigma, background), 0, -1)
+        return background + jnp.moveaxis(jnp.einsum("...lp,...p->...l", jnp.linalg.pinv(h), residual), -1, 0)
+
+    def analysis(u, v, temperature, t2m, surface_pressure) -> State:
+        ps = regrid(surface_pressure)  # Pa, (lon, lat)
+        log_ps = jnp.log(ps)
+        x = jnp.moveaxis(log_sigma[:, None, None] + log_ps, 0, -1)  # log p of the model layers, (lon, lat, L)
+        xp = jnp.broadcast_to(log_p, ps.shape + log_p.shape)
+        u, v, temperature = regrid(u), regrid(v), regrid(temperature)
+        u_s, v_s = (fit(jnp.moveaxis(_columns(x, xp, jnp.moveaxis(f, 0, -1), None), -1, 0), f, log_ps) for f in (u, v))
+        xp_t = jnp.concatenate([xp, (np.log(bottom) + log_ps)[..., None]], -1)
+        f_t = jnp.concatenate([jnp.moveaxis(temperature, 0, -1), regrid(t2m)[..., None]], -1)
+        t_s = fit(jnp.moveaxis(_columns(x, xp_t, f_t, min_t), -1, 0), temperature, log_ps)
+        vorticity, divergence = spherical_harmonic.uv_nodal_to_vor_div_modal(horizontal, u_s * wind, v_s * wind)
+        divergence = divergence - jnp.sum(divergence * thickness, axis=0, keepdims=True)
+        return State(vorticity=vorticity, divergence=divergence,
+                     temperature_variation=horizontal.to_modal(t_s * kelvin - ref),
+                     log_surface_pressure=horizontal.to_modal((log_ps + np.log(pascal))[None]),
+                     sim_time=jnp.float32(0.0))
+
+    return jax.jit(analysis)
+
+
+def member_states(model: world_mod.TruthModel, state: State, seed: int, init_time, members, amplitude_k: float) -> State:
+    """The perturbed initial states of `members` (M,) ids: a State with a leading axis M.
+
+    Member j adds `amplitude_k` K x N(0, 1) white noise at every nodal point of `model`'s grid
+    (layers, lon, lat) to the temperature, drawn from fold_in(init_key(seed, init_time), j) and
+    projected onto the model's spherical harmonics, so it depends on (seed, init time, j) alone.
+    """
+    root = ensemble.init_key(seed, init_time)
+    keys = jax.vmap(lambda j: jax.random.fold_in(root, j))(jnp.asarray(members, jnp.uint32))
+    return _perturb_fn(model)(state, keys, jnp.float32(amplitude_k))
+
+
+@functools.lru_cache(maxsize=8)
+def _perturb_fn(model: world_mod.TruthModel) -> Callable:
+    kelvin = model.physics_specs.nondimensionalize(1.0 * scales.units.degK)
+
+    def one(state, key, amplitude_k):
+        noise = (amplitude_k * kelvin) * jax.random.normal(key, model.coords.nodal_shape, jnp.float32)
+        return dataclasses.replace(state, temperature_variation=state.temperature_variation
+                                   + model.coords.horizontal.to_modal(noise))
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
+
+
+@functools.lru_cache(maxsize=16)
+def _trajectory_fn(model: world_mod.TruthModel, frames: int) -> Callable:
+    """Jitted: M states -> (M states `frames` archive intervals on, fields dict (M, frames, ...))."""
+    return jax.jit(jax.vmap(time_integration.trajectory_from_step(
+        model.step, frames, model.steps_per_archive, post_process_fn=model.archive_fields)))
+
+
+def channels_of(cfg: WorldConfig) -> tuple[str, ...]:
+    """The world's archived channels in store order: 'variable@level' for level variables, else 'variable'."""
+    return tuple(ch for v in world_mod.VARIABLE_ATTRS for ch in (
+        [names.channel_name(v, p) for p in sorted(cfg.levels)] if v in world_mod.LEVEL_VARIABLES else [v]))
+
+
+def _stack(fields: dict) -> np.ndarray:
+    """fields {variable: (M, n, [P,] lat, lon)} -> (n, M, C, lat, lon) float32 in `channels_of` order."""
+    parts = [np.asarray(fields[v]) if v in world_mod.LEVEL_VARIABLES else np.asarray(fields[v])[:, :, None]
+             for v in world_mod.VARIABLE_ATTRS]
+    return np.concatenate(parts, axis=2).swapaxes(0, 1)
+
+
+def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: Callable, inits: np.ndarray,
+         members: int, lead_hours: int, out, amplitude_k: float, seed: int, member_chunk: int | None, lead_chunk: int,
+         provenance: dict, progress: bool) -> Path:
+    if member_chunk is None:
+        member_chunk = 1 if jax.default_backend() == "cpu" else 16
+    if members < 1 or member_chunk < 1 or lead_chunk < 1:
+        raise ValueError(f"members ({members}), member_chunk ({member_chunk}), lead_chunk ({lead_chunk}): must be >= 1")
+    if lead_hours <= 0 or lead_hours % cfg.archive_hours:
+        raise ValueError(f"lead_hours={lead_hours}: must be a positive multiple of {world}'s archive interval "
+                         f"({cfg.archive_hours} h)")
+    if not amplitude_k >= 0:
+        raise ValueError(f"amplitude_k={amplitude_k}: must be >= 0")
+    steps = lead_hours // cfg.archive_hours
+    frames = max(d for d in range(1, min(lead_chunk, steps) + 1) if steps % d == 0)  # one compiled shape
+    chunk = min(member_chunk, members)
+    source, perturbation = provenance.pop("member_source"), f"white-noise temperature {amplitude_k:g} K"
+    writer = output.ForecastWriter(
+        out, channels_of(cfg), inits, np.arange(1, steps + 1) * np.timedelta64(cfg.archive_hours, "h"), members,
+        grid_mod.equiangular_latitudes(cfg.nlat), grid_mod.longitudes(cfg.nlon),
+        member_coords={"member_source": [source] * members, "member_perturbation": [perturbation] * members},
+        attrs={**provenance, "source": "weatherens physics ensemble", "world": str(world),
+               "world_config": json.dumps(config_mod.to_dict(cfg), sort_keys=True), "resolution": model_cfg.resolution,
+               "layers": model_cfg.layers, "timestep_minutes": model_cfg.timestep_minutes, "amplitude_k": amplitude_k,
+               "seed": seed, "perturbation": f"{perturbation} std per nodal point of the model grid, member j from "
+                                             "fold_in(init_key(seed, init time), j)",
+               "forcing": "Held-Suarez (1994)", "references": REFERENCES},
+        variable_attrs=world_mod.VARIABLE_ATTRS)
+    todo = [i for i in range(len(inits)) if i not in set(writer.completed().tolist())]
+    advance = _trajectory_fn(model, frames)
+    total = len(todo) * math.ceil(members / chunk) * steps  # init x member chunk x lead
+    with tqdm(total=total, desc=provenance["kind"], unit="lead", disable=not progress) as bar:
+        for i in todo:
+            state0 = initial(inits[i])
+            for m0 in range(0, members, chunk):
+                # the last chunk is padded past `members` (one compiled shape), then cut
+                state = member_states(model, state0, seed, inits[i], np.arange(m0, m0 + chunk), amplitude_k)
+                keep = slice(m0, min(m0 + chunk, members))
+                for lead in range(0, steps, frames):
+                    state, fields = advance(state)
+                    block = _stack(jax.device_get(fields))[:, : keep.stop - keep.start]
+                    writer.write(i, slice(lead, lead + frames), keep, block)
+                    bar.update(frames)
+            writer.mark_complete(i)
+    path = writer.finish()
+    if path is None:
+        raise RuntimeError(f"{writer.partial}: some initialisation times are not complete")
+    return path
+
+
+def _timestep(resolution: str, cfg: WorldConfig) -> float:
+    n = world_mod.truth_grid(resolution).longitude_wavenumbers - 1  # the truncation N of 'T<N>'
+    return float(max(d for d in range(1, 31) if (cfg.archive_hours * 60) % d == 0 and d <= 30 * 21 / n))
+
+
+def _times(init_times) -> np.ndarray:
+    return np.atleast_1d(np.asarray(init_times, "datetime64[ns]"))
+
+
+def _fmt(times) -> str:
+    return ", ".join(str(np.datetime64(t, "h")) for t in times)
