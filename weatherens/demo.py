@@ -32,6 +32,7 @@ CONFIGS = ROOT / "configs"
 SHIPPED = ROOT / "checkpoints"
 NAMES = ("weatherens", "persistence", "climatology", "physics_archived", "physics_perfect")
 SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None))
+ENSEMBLES_WITH_SPECTRA = ("weatherens", "physics_archived", "physics_perfect")  # the rest: scores only (time)
 SCORES_SUFFIXES = ("rank_histogram", "sh_spectrum", "zonal_spectrum", "n_init")
 SCORECARD_LEADS_H = (6, 24, 48, 72, 120, 168, 240)
 
@@ -114,9 +115,9 @@ def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray
         "climatology": lambda p: baselines.climatology(str(world), inits, d.members, d.lead_hours, p,
                                                        train=exp.data.train, **common),
         "physics_archived": lambda p: physics_ensemble.archived_fields_ensemble(
-            world, inits, d.archived_members, d.lead_hours, p, progress=progress),
+            world, inits, d.archived_members, d.lead_hours, p, amplitude_k=d.archived_amplitude_k, progress=progress),
         "physics_perfect": lambda p: physics_ensemble.perfect_model_ensemble(
-            world, inits, d.perfect_members, d.lead_hours, p, progress=progress),
+            world, inits, d.perfect_members, d.lead_hours, p, amplitude_k=d.perfect_amplitude_k, progress=progress),
     }
     paths = {}
     for name, make in makers.items():
@@ -156,6 +157,22 @@ def scorecard(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
             lead = f"{h // 24} d" if h % 24 == 0 else f"{h} h"
             lines.append(f"| {label} | {lead} | {crps:.4g} | " + " | ".join(f"{r:.2f}" for r in ratios)
                          + f" | {_pick(ml, variable, level, 'rmse', h):.4g} | {_pick(ml, variable, level, 'ssr_debiased', h):.2f} |")
+    return "\n".join(lines)
+
+
+def ssr_table(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
+    """Markdown table of the debiased spread-skill ratio of every ensemble (rows forecast x variable,
+    columns leads): 1 is reliable, below 1 over-confident."""
+    leads = [h for h in SCORECARD_LEADS_H if h <= lead_hours]
+    head = "| forecast | variable | " + " | ".join(f"{h // 24} d" if h % 24 == 0 else f"{h} h" for h in leads) + " |"
+    lines = [head, "|" + "---|" * (len(leads) + 2)]
+    for name, ds in scores.items():
+        for variable, level in SCORECARD_CHANNELS:
+            if variable not in ds or "ssr_debiased" not in ds["metric"].values:
+                continue
+            label = f"{variable}@{level}" if level else variable
+            lines.append(f"| {name} | {label} | "
+                         + " | ".join(f"{_pick(ds, variable, level, 'ssr_debiased', h):.2f}" for h in leads) + " |")
     return "\n".join(lines)
 
 
@@ -228,7 +245,7 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
         print("reusing the scores in " + str(run_dir))
     else:
         files = verify_run.verify([str(paths[n]) for n in NAMES], str(world), run_dir / "scores.nc",
-                                  names=list(NAMES), progress=progress)
+                                  names=list(NAMES), spectra_of=ENSEMBLES_WITH_SPECTRA, progress=progress)
     scores = {n: xr.load_dataset(f) for n, f in zip(NAMES, files)}
     draw_figures(scores, run_dir / "figures")
     print(f"({time.perf_counter() - t:.0f} s)")
@@ -236,14 +253,16 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
     table = scorecard(scores, exp.demo.lead_hours)
     truncation = int(exp.world.resolution.lstrip("Tt"))
     spectra = spectra_check(scores["weatherens"], truncation)
+    ssr = ssr_table(scores, exp.demo.lead_hours)
     print("\n== Scorecard (global; ratios < 1: weatherens better)\n" + table)
+    print("\nSpread-skill ratio (debiased; 1 = reliable):\n" + ssr)
     print(f"\nMember spectra against the truth's (largest deviation over 1 <= l <= {truncation}):\n" + spectra)
     report = run_dir / "report.md"
     figures = sorted((run_dir / "figures").glob("*.png"))
     report.write_text(
         f"# weatherens demo{' (quick)' if quick else ''}\n\nWorld: `{world}`; checkpoint: `{ckpt}`; "
         f"{len(inits)} inits, {exp.demo.members} members, {exp.demo.lead_hours} h.\n\n## Scorecard (global)\n\n"
-        f"{table}\n\n## Member spectra vs truth\n\n```\n{spectra}\n```\n\n## Figures\n\n"
+        f"{table}\n\n## Spread-skill ratio (debiased)\n\n{ssr}\n\n## Member spectra vs truth\n\n```\n{spectra}\n```\n\n## Figures\n\n"
         + "".join(f"![{f.stem}](figures/{f.name})\n" for f in figures))
     print(f"\nreport: {report} ({len(figures)} figures); whole run {time.perf_counter() - t_start:.0f} s")
     return 0

@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from dinosaur import primitive_equations
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import weatherens
 from weatherens import config as config_mod

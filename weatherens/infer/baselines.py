@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from weatherens.config import TimeRange
 from weatherens.data import era5, names
 from weatherens.data.pipeline import channel_names, read_states
-from weatherens.infer.output import ForecastWriter
+from weatherens.infer.output import MEMBER_CHUNK, ForecastWriter
 
 
 def _open(store: str, variables: Sequence[str], levels: Sequence[int]):
@@ -91,8 +91,10 @@ def climatology(store: str, init_times: np.ndarray, members: int, lead_hours: in
     done = set(writer.completed().tolist())
     for i in tqdm([i for i in range(len(init_times)) if i not in done], desc="climatology", disable=not progress):
         starts = climatology_times(train_times, init_times[i], leads[-1], members, seed, window_days)
-        for j, tau in enumerate(starts):
-            states = read_states(ds, variables, tau + leads)  # (L, C, lat, lon)
-            writer.write(i, slice(None), slice(j, j + 1), states[:, None])
+        for j in range(0, members, MEMBER_CHUNK):  # one read and one write per chunk of the output's members
+            taus = starts[j : j + MEMBER_CHUNK]
+            states = read_states(ds, variables, (taus[:, None] + leads[None]).ravel())  # (m L, C, lat, lon)
+            states = states.reshape((len(taus), len(leads)) + states.shape[1:]).swapaxes(0, 1)
+            writer.write(i, slice(None), slice(j, j + len(taus)), states)
         writer.mark_complete(i)
     return writer.finish()

@@ -44,6 +44,7 @@ class EnsembleRunner:
         self.params = params
         self._advance = jax.pmap(self._advance_device, in_axes=(None, 0, 0, None, None), static_broadcasted_argnums=(4,),
                                  devices=self.devices)
+        self._place = jax.pmap(lambda *arrays: arrays, devices=self.devices)
 
     def _advance_device(self, params, carry, keys, forcings, steps: int):
         """One device: members (P,) advanced `steps` steps; forcings (steps + 1, F, lat, lon) from the
@@ -83,8 +84,8 @@ class EnsembleRunner:
         def shard(a):  # (devices, members per device, ...): pmap lays the first axis over the devices
             return a.reshape((d, per) + a.shape[1:])
 
-        carry = tuple(shard(a) for a in (xp, xn, state, count))
-        key_shards = shard(all_keys)
+        # placed by a pmap, so the first chunk's carry is laid out as the later chunks' (one compile, not two)
+        carry, key_shards = self._place(tuple(shard(a) for a in (xp, xn, state, count)), shard(all_keys))
         forcings = jnp.asarray(forcings, jnp.float32)
         for start in range(0, steps, self.lead_chunk):
             n = min(self.lead_chunk, steps - start)

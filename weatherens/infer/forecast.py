@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from weatherens import checkpoint
 from weatherens.data import era5, forcings as forcings_lib, names

@@ -39,7 +39,7 @@ import xarray as xr
 from dinosaur import (held_suarez, horizontal_interpolation, primitive_equations, scales, sigma_coordinates,
                       spherical_harmonic, time_integration)
 from dinosaur import vertical_interpolation as vi
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from weatherens import config as config_mod
 from weatherens import grid as grid_mod

@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from weatherens import checkpoint, grid, sharding
 from weatherens.config import Experiment

@@ -25,9 +25,9 @@ import dask
 import numpy as np
 from dask.callbacks import Callback
 import xarray as xr
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from weatherens.verify import blocks, metrics
+from weatherens.verify import blocks, metrics, spectra
 from weatherens.verify import forecast as fc
 
 REGIONS = ("global", "tropics", "extratropics_nh", "extratropics_sh")
@@ -305,6 +305,8 @@ def _assemble(v, f_all, per_lead, leads, n_init) -> dict[str, xr.DataArray]:
     for key in ("rank_histogram", "sh_spectrum", "zonal_spectrum"):
         stacked = _stack([None if p is None else p.get(key) for p in per_lead], leads, "lead_time")
         if stacked is not None:
-            out[f"{v}_{key}"] = stacked.assign_attrs(units="1" if key == "rank_histogram" else f"({units})**2")
+            power = spectra.squared_units(units)
+            out[f"{v}_{key}"] = stacked.assign_attrs(units={"rank_histogram": "1", "sh_spectrum": power,
+                                                            "zonal_spectrum": f"{power} m".strip()}[key])
     out[f"{v}_n_init"] = xr.DataArray(np.array(n_init), dims="lead_time", coords={"lead_time": leads})
     return out

@@ -86,6 +86,12 @@ def _days(lead: np.ndarray) -> np.ndarray:
     return lead / np.timedelta64(1, "D") if lead.dtype.kind == "m" else lead.astype(float) / 24
 
 
+def _lead_label(lead) -> str:
+    """'+2 d' for whole days, '+7 h' otherwise."""
+    days = float(_days(lead))
+    return f"+{days:g} d" if days.is_integer() else f"+{days * 24:g} h"
+
+
 def _pick(da: xr.DataArray, **coords) -> xr.DataArray | None:
     """da.sel(**coords) for the coords that are dims of da (None values ignored); None if one is missing."""
     for dim, value in coords.items():
@@ -284,7 +290,7 @@ def spectra_figures(scores: ScoresLike, leads=None, level: int | None = None,
                         ax.loglog(x[ok], y[ok], label=src, **SOURCE_STYLES.get(src, {}))
                     band_name = f" (band {one['band'].item()})" if "band" in one.coords else ""
                     ax.set_xlabel(k.replace("_", " ") + band_name)
-                    ax.set_title(f"+{_days(lead):g} d", fontsize="medium")
+                    ax.set_title(_lead_label(lead), fontsize="medium")
                     ax.grid(alpha=0.3, lw=0.5)
                     ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
                     if kind == "sh":
@@ -329,7 +335,7 @@ def rank_histogram_figures(scores: ScoresLike, leads=None, region: str = "global
                 for ax, lead in zip(axes, chosen):
                     ax.bar(np.arange(nbins), one.sel(lead_time=lead).values, width=0.85, color="C0")
                     ax.axhline(1.0 / nbins, color="k", ls="--", lw=1)
-                    ax.set_title(f"+{_days(lead):g} d", fontsize="medium")
+                    ax.set_title(_lead_label(lead), fontsize="medium")
                     ax.set_xlabel("rank of truth")
                 axes[0].set_ylabel("frequency")
                 fig.suptitle(f"{name}: {_title(var, level, region)} ({nbins - 1} members)")

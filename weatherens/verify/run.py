@@ -49,12 +49,14 @@ def verify(
     baseline: str | None = None,
     scheduler: str | None = None,
     seed: int = 0,
+    spectra_of: Sequence[str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Score every forecast against `truth`; returns the scores files written.
 
     With `plots`, draws skill-vs-lead (all forecasts together), spectra and rank histograms,
     and a scorecard of the first forecast against `baseline` (a name; default the second forecast).
+    Spectra are computed for the forecasts named in `spectra_of` (default: all).
     """
     names = list(names) if names else [Path(str(f).rstrip("/")).stem for f in forecasts]
     if len(names) != len(forecasts) or len(set(names)) != len(names):
@@ -67,7 +69,7 @@ def verify(
             fc_ds = forecast.open_forecast(path, variables)
             scores = evaluate.evaluate(
                 fc_ds, truth_ds, regions=regions, climatology=clim, thresholds=thresholds,
-                seed=seed, name=name, progress=progress,
+                seed=seed, name=name, progress=progress, with_spectra=spectra_of is None or name in spectra_of,
             )
             target = scores_path(Path(out), name, len(forecasts) > 1)
             write_scores(scores, target)

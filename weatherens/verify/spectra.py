@@ -34,7 +34,8 @@ DEFAULT_BANDS: dict[str, tuple[float, float]] = {
 LAT, LON = "latitude", "longitude"
 
 
-def _squared_units(units: str) -> str:
+def squared_units(units: str) -> str:
+    """'K' -> 'K**2', 'm s**-1' -> '(m s**-1)**2' (the units of a power spectrum's values)."""
     units = units.strip()
     if not units:
         return ""
@@ -122,7 +123,7 @@ def zonal_energy_spectrum(da: xr.DataArray, *, radius: float = EARTH_RADIUS_M, w
             {"units": "km", "long_name": "zonal wavelength, 2 pi R cos(lat) / k"},
         ),
     )
-    units = _squared_units(str(da.attrs.get("units", "")))
+    units = squared_units(str(da.attrs.get("units", "")))
     spec.name = da.name
     spec.attrs = {
         "units": f"{units} m" if units else "m",
@@ -257,7 +258,7 @@ def sh_power_spectrum(
     )
     spec.name = da.name
     spec.attrs = {
-        "units": _squared_units(str(da.attrs.get("units", ""))),
+        "units": squared_units(str(da.attrs.get("units", ""))),
         "long_name": f"spherical-harmonic power spectrum of {da.name or 'field'}",
         "earth_radius_m": radius,
     }
