@@ -12,6 +12,7 @@ import pytest
 from weatherens import grid
 from weatherens.sphere import legendre
 from weatherens.sphere.sht import SphericalHarmonicTransform, integrate
+from spherical_fields import random_coefficients
 
 EARTH_RADIUS = 6.371e6  # m
 
@@ -39,15 +40,6 @@ class Jitted:
 def case(request):
     lat, nlon = GRIDS[request.param]
     return lat, nlon, Jitted(SphericalHarmonicTransform(lat, nlon))
-
-
-def random_coefficients(lmax: int, seed: int = 0, leading: tuple[int, ...] = ()) -> np.ndarray:
-    """a_lm of a real field band-limited to lmax: zero for m > l, a_l0 real."""
-    rng = np.random.default_rng(seed)
-    shape = (*leading, lmax + 1, lmax + 1)
-    a = np.tril(rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
-    a[..., 0] = a[..., 0].real
-    return a
 
 
 def test_shapes_and_degrees(case):

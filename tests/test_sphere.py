@@ -7,6 +7,7 @@ import pytest
 
 from weatherens import grid
 from weatherens.sphere import legendre as sph
+from spherical_fields import random_coefficients
 
 # (name, latitudes, nlon, lmax): the grids the project meets, at the highest degree each resolves
 GRIDS = {
@@ -17,15 +18,6 @@ GRIDS = {
     "1.5 deg with poles 240x121, L=119": (grid.equiangular_latitudes(121, with_poles=True), 240, 119),
     "gaussian 64x32, L=31": (sph.gaussian_latitudes(32)[0], 64, 31),
 }
-
-
-def random_coefficients(lmax: int, seed: int = 0, leading: tuple[int, ...] = ()) -> np.ndarray:
-    """Coefficients a_lm (m <= l) of a real band-limited field: a_l0 real."""
-    rng = np.random.default_rng(seed)
-    shape = (*leading, lmax + 1, lmax + 1)
-    a = np.tril(rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
-    a[..., 0] = a[..., 0].real
-    return a
 
 
 def test_low_degrees_match_closed_forms():
