@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,12 @@ def test_members_differ_and_runs_are_reproducible(trained, tmp_path):
     assert float(np.abs(z[:, :, 0] - z[:, :, 1]).max()) > 0  # the noise makes members differ
     np.testing.assert_allclose(fb["geopotential"].values, z, rtol=1e-5, atol=1e-2)  # chunks of 2 members, 1 lead
     assert list(fa["member_source"].values) == [str(run)] * 4
+    # a two-checkpoint ensemble splits the members in blocks and member j keeps its noise
+    run2 = tmp_path / "run2"
+    shutil.copytree(run, run2)
+    c = xr.open_zarr(forecast.forecast([run, run2], str(store), INITS, 4, 24, tmp_path / "c.zarr", progress=False))
+    assert list(c["member_source"].values) == [str(run)] * 2 + [str(run2)] * 2
+    np.testing.assert_allclose(c["geopotential"].values, z, rtol=1e-5, atol=1e-2)
 
 
 def test_member_keys_depend_on_seed_time_and_index_only():
