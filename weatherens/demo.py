@@ -45,10 +45,14 @@ def experiment(quick: bool) -> config.Experiment:
     return config.load(path)
 
 
+def _config_key(cfg) -> str:
+    """12 hex digits of the sha256 of a config's canonical JSON: a cache key that changes with any setting."""
+    return hashlib.sha256(json.dumps(config.to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
 def world_path(cache: Path, cfg: config.WorldConfig) -> Path:
     """Cache location of a world, keyed by its full configuration."""
-    key = hashlib.sha256(json.dumps(config.to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
-    return Path(cache) / f"world-{cfg.resolution}-{key}.zarr"
+    return Path(cache) / f"world-{cfg.resolution}-{_config_key(cfg)}.zarr"
 
 
 def _stage(title: str) -> float:
@@ -68,8 +72,7 @@ def checkpoint_dir(exp: config.Experiment, world: Path, cache: Path, retrain: bo
             print(f"using the shipped checkpoint {shipped} (step {meta['step']}; --retrain to train one)")
             return shipped
         print(f"{shipped} was trained on another world or data config; training one")
-    key = hashlib.sha256(json.dumps(config.to_dict(exp), sort_keys=True).encode()).hexdigest()[:12]
-    workdir = Path(cache) / f"train-{exp.name}-{key}"
+    workdir = Path(cache) / f"train-{exp.name}-{_config_key(exp)}"
     loop.train(exp, str(world), workdir, progress=progress)
     return workdir
 
