@@ -101,6 +101,15 @@ def test_band_average_parseval_and_coordinates():
     assert bands["zonal_wavelength"].sel(band="30N-60N", zonal_wavenumber=1).item() == pytest.approx(nominal)
     with pytest.raises(ValueError, match="holds no latitude"):
         spectra.zonal_spectrum_by_band(da, bands={"gap": (0.2, 0.7)})
+    holes = values.copy()
+    holes[0, (lat >= 40) & (lat <= 45)] = np.nan  # missing rows leave the band mean of the rest
+    holes[1, (lat >= -20) & (lat <= 20)] = np.nan  # a band with no valid row is NaN
+    with_holes = spectra.zonal_spectrum_by_band(field(holes, lat, time=2)).sum("zonal_wavenumber", skipna=False)
+    kept = (lat >= 30) & (lat <= 60) & ~((lat >= 40) & (lat <= 45))
+    expected = (line_integral[0, kept] * weights[kept]).sum() / weights[kept].sum()
+    assert with_holes.sel(band="30N-60N").values[0] == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(with_holes.sel(band="20S-20N").values[1])
+    assert with_holes.sel(band="30S-60S").values[1] == pytest.approx(bands.sel(band="30S-60S").sum("zonal_wavenumber").values[1])
 
 
 def test_spectra_work_on_dask_arrays():

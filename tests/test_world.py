@@ -161,9 +161,49 @@ def test_truth_grid(name, shape):
     assert world.truth_grid(name).nodal_shape == shape
 
 
+def _smooth_field(g):
+    """A band-limited field (degree <= 2) on dinosaur grid g's nodes, (lon, lat)."""
+    lon, sin_lat = np.meshgrid(g.nodal_axes[0], g.nodal_axes[1], indexing="ij")
+    cos_lat = np.sqrt(1 - sin_lat**2)
+    return cos_lat**2 * np.sin(2 * lon) + sin_lat + 0.3 * cos_lat * sin_lat * np.cos(lon)
+
+
+def test_interpolate_state_is_exact_spectral_interpolation():
+    cfg = dataclasses.replace(CFG, resolution="T42", spinup_resolution="T21")
+    fine, coarse = world.truth_model(cfg), world.spinup_model(cfg)
+    assert coarse.coords.horizontal.modal_shape == (43, 23) and world.spinup_model(CFG) is None
+    state = world.initial_state(coarse, 0)
+    field = coarse.coords.horizontal.to_modal(_smooth_field(coarse.coords.horizontal))
+    state = dataclasses.replace(state, vorticity=jax.numpy.broadcast_to(field, state.vorticity.shape))
+    up = world.interpolate_state(state, coarse, fine)
+    assert up.vorticity.shape == (CFG.layers, 85, 44) and up.log_surface_pressure.shape == (1, 85, 44)
+    np.testing.assert_allclose(fine.coords.horizontal.to_nodal(up.vorticity[3]), _smooth_field(fine.coords.horizontal),
+                               atol=2e-6)  # the same function, evaluated on the finer Gaussian grid
+    down = world.interpolate_state(up, fine, coarse)
+    for name in world.STATE_FIELDS:
+        np.testing.assert_array_equal(getattr(down, name), getattr(state, name))
+
+
+def test_coarse_spinup_ends_at_the_truth_resolution():
+    """The spin-up's coarse part (T10 here) hands over to the truth's (T21) for its last half day,
+    whose dynamics fill the degrees above the coarse truncation (zero without that last part)."""
+    def spun_up(final_days):
+        cfg = dataclasses.replace(CFG, spinup_resolution="T10", spinup_days=1.0, spinup_final_days=final_days)
+        model = world.truth_model(cfg)
+        state = world_store._spin_up(model, cfg, world_store._Schedule.of(cfg), progress=False)
+        assert state.vorticity.shape == (CFG.layers, *model.coords.horizontal.modal_shape)
+        assert bool(jax.numpy.isfinite(state.temperature_variation).all())
+        return np.abs(np.asarray(state.temperature_variation)[:, 21:, 11:]).max()  # m > 10 and l > 10
+
+    assert spun_up(0.0) == 0.0
+    assert spun_up(0.5) > 1e-5
+
+
 def test_bad_config_fails_early(tmp_path):
     with pytest.raises(ValueError, match="resolution"):
         world.truth_grid("42")
+    with pytest.raises(ValueError, match="spinup_resolution"):
+        world_store.build_world(tmp_path / "x.zarr", dataclasses.replace(CFG, spinup_resolution="T42"))
     with pytest.raises(ValueError, match="timestep_minutes"):
         world_store.build_world(tmp_path / "x.zarr", dataclasses.replace(CFG, timestep_minutes=7.0))
     assert not (tmp_path / "x.zarr").exists()

@@ -131,8 +131,9 @@ def restore_training(mngr: ocp.CheckpointManager, predictor: Predictor, optimize
     return params, opt["opt_state"], opt["step"]
 
 
-def load_for_inference(path: str | Path, step: int | None = None):
-    """(predictor, params, meta) from a training workdir (or its checkpoints/ folder) alone."""
+def _open_read_only(path: str | Path, step: int | None) -> tuple[ocp.CheckpointManager, int]:
+    """A read-only manager of a training workdir (or its checkpoints/ folder) and the step to read
+    (default the latest complete one)."""
     path = Path(path)
     workdir = path.parent if path.name == "checkpoints" else path
     if not (workdir / "checkpoints").is_dir():
@@ -147,6 +148,18 @@ def load_for_inference(path: str | Path, step: int | None = None):
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"{workdir / 'checkpoints'}: holds no complete checkpoint")
+    return mngr, step
+
+
+def load_meta(path: str | Path, step: int | None = None) -> dict:
+    """The meta item (config, channels, provenance, step, ...) of a checkpoint, without its arrays."""
+    mngr, step = _open_read_only(path, step)
+    return read_meta(mngr, step)
+
+
+def load_for_inference(path: str | Path, step: int | None = None):
+    """(predictor, params, meta) from a training workdir (or its checkpoints/ folder) alone."""
+    mngr, step = _open_read_only(path, step)
     got = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), arrays=ocp.args.StandardRestore()))
     arrays = {k: np.asarray(v) for k, v in got.arrays.items()}
     predictor = predictor_from(got.meta, arrays)

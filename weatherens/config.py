@@ -59,16 +59,21 @@ class DataConfig:
 class WorldConfig:
     """The physics world: a Held-Suarez dinosaur run archived in ERA5 schema.
 
-    The defaults are the demo's world: half a year after a 150-day spin-up, T42 truth with 12
-    sigma layers archived on the 64 x 32 grid at 4 pressure levels (about 6 minutes here).
+    The defaults are the demo's world: half a year after a 150-day spin-up (130 days at T21, then
+    20 at T42), T42 truth with 12 sigma layers and a 30-minute step, archived on the 64 x 32 grid
+    at 4 pressure levels (see the README for the build time).
     """
 
     years: float = 0.5
     seed: int = 0
     resolution: str = "T42"  # spectral truncation of the truth run (T21, T31, T42, T63, ...)
     layers: int = 12  # sigma layers of the truth run
-    timestep_minutes: float = 20.0  # dynamical time step of the truth run (stable at T42 to 30 min)
+    timestep_minutes: float = 30.0  # dynamical time step of the truth run (stable at T42 to 30 min)
     spinup_days: float = 150.0
+    # The spin-up runs at this (cheaper) truncation, is interpolated spectrally to `resolution` and ends
+    # with `spinup_final_days` there; the truth's own resolution (or '') spins up at the truth's only.
+    spinup_resolution: str = "T21"
+    spinup_final_days: float = 20.0
     start: str = "2000-01-01"  # calendar date given to the first archived time
     archive_hours: int = 6
     levels: tuple[int, ...] = (250, 500, 700, 850)  # hPa, archived pressure levels

@@ -32,6 +32,9 @@ CONFIGS = ROOT / "configs"
 SHIPPED = ROOT / "checkpoints"
 NAMES = ("weatherens", "persistence", "climatology", "physics_archived", "physics_perfect")
 SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None))
+# Scored at every level (the time budget: `weatherens verify` of the forecasts in RUN_DIR/forecasts
+# scores the winds and surface pressure too).
+SCORED_VARIABLES = tuple(dict.fromkeys(v for v, _ in SCORECARD_CHANNELS))
 ENSEMBLES_WITH_SPECTRA = ("weatherens", "physics_archived", "physics_perfect")  # the rest: scores only (time)
 SCORES_SUFFIXES = ("rank_histogram", "sh_spectrum", "zonal_spectrum", "n_init")
 SCORECARD_LEADS_H = (6, 24, 48, 72, 120, 168, 240)
@@ -67,7 +70,7 @@ def checkpoint_dir(exp: config.Experiment, world: Path, cache: Path, retrain: bo
 
     shipped = SHIPPED / exp.demo.checkpoint
     if not retrain and shipped.exists():
-        _, _, meta = checkpoint.load_for_inference(shipped)
+        meta = checkpoint.load_meta(shipped)
         if meta["config"]["world"] == config.to_dict(exp.world) and meta["config"]["data"] == config.to_dict(exp.data):
             print(f"using the shipped checkpoint {shipped} (step {meta['step']}; --retrain to train one)")
             return shipped
@@ -131,13 +134,14 @@ def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray
 
 
 def _pick(scores: xr.Dataset, variable: str, level, metric: str, lead_h: int) -> float:
+    from weatherens.verify import plots
+
     da = scores[variable].sel(region="global")
     if level is not None:
         da = da.sel(level=level)
+    metric = plots.available_metric(da, metric)
     if metric not in da["metric"].values:
-        metric = "crps" if metric == "crps_fair" else metric
-        if metric not in da["metric"].values:
-            return float("nan")
+        return float("nan")
     return float(da.sel(metric=metric, lead_time=np.timedelta64(lead_h, "h")))
 
 
@@ -248,7 +252,8 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
         print("reusing the scores in " + str(run_dir))
     else:
         files = verify_run.verify([str(paths[n]) for n in NAMES], str(world), run_dir / "scores.nc",
-                                  names=list(NAMES), spectra_of=ENSEMBLES_WITH_SPECTRA, progress=progress)
+                                  names=list(NAMES), variables=SCORED_VARIABLES, spectra_of=ENSEMBLES_WITH_SPECTRA,
+                                  progress=progress)
     scores = {n: xr.load_dataset(f) for n, f in zip(NAMES, files)}
     draw_figures(scores, run_dir / "figures")
     print(f"({time.perf_counter() - t:.0f} s)")

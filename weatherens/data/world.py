@@ -133,6 +133,14 @@ def _check(cfg: WorldConfig) -> None:
     if round(cfg.years * 365 * 24 / cfg.archive_hours) < 1 or cfg.spinup_days < 0 or cfg.state_every_days <= 0:
         problems.append(f"need at least one archived time, spinup_days >= 0 and state_every_days > 0, got "
                         f"years={cfg.years}, spinup_days={cfg.spinup_days}, state_every_days={cfg.state_every_days}")
+    coarse = cfg.spinup_resolution.strip()
+    if coarse and coarse != cfg.resolution:
+        if not re.fullmatch(r"T\d+", coarse) or not re.fullmatch(r"T\d+", cfg.resolution.strip()) \
+                or int(coarse[1:]) > int(cfg.resolution.strip()[1:]):
+            problems.append(f"spinup_resolution must be a truncation 'T<N>' no finer than resolution={cfg.resolution!r}, "
+                            f"got {cfg.spinup_resolution!r}")
+    if cfg.spinup_final_days < 0:
+        problems.append(f"spinup_final_days must be >= 0, got {cfg.spinup_final_days}")
     if not cfg.levels or not all(0 < p < 1000 for p in cfg.levels):
         problems.append(f"levels must lie strictly between 0 and 1000 hPa, got {cfg.levels}")
     if problems:
@@ -226,6 +234,41 @@ def initial_state(model: TruthModel, seed: int) -> primitive_equations.State:
         temperature_variation=state.temperature_variation + model.coords.horizontal.to_modal(noise),
         sim_time=jnp.float32(0.0),
     )
+
+
+def spinup_model(cfg: WorldConfig) -> TruthModel | None:
+    """The model of the spin-up's coarse part (`cfg.spinup_resolution`, the truth's layers and time
+    step), or None when the spin-up runs at the truth's resolution only."""
+    coarse = cfg.spinup_resolution.strip()
+    if not coarse or coarse == cfg.resolution.strip():
+        return None
+    return truth_model(dataclasses.replace(cfg, resolution=coarse, spinup_resolution=""))
+
+
+def interpolate_state(state: primitive_equations.State, source: TruthModel, target: TruthModel) -> primitive_equations.State:
+    """A state of `source`'s truncation as a state of `target`'s: the same spherical-harmonic
+    coefficients, zero above the coarser truncation (exact spectral interpolation; truncation when
+    `target` is coarser). Both models must have the same sigma layers.
+
+    dinosaur's real basis is orthonormal on the sphere for any grid, and its modal axes are
+    m = [0, 1, -1, 2, -2, ...] and l = [0, 1, 2, ...], so a coefficient keeps its index.
+    """
+    (m_src, l_src), (m_dst, l_dst) = source.coords.horizontal.modal_axes, target.coords.horizontal.modal_axes
+    k, n = min(m_src.size, m_dst.size), min(l_src.size, l_dst.size)
+    if not (np.array_equal(m_src[:k], m_dst[:k]) and np.array_equal(l_src[:n], l_dst[:n])):
+        raise ValueError("interpolate_state: the two grids' modal layouts differ")
+    if source.coords.vertical != target.coords.vertical:
+        raise ValueError("interpolate_state: the two models' sigma layers differ")
+    shape = target.coords.horizontal.modal_shape
+
+    def resize(x):
+        out = jnp.zeros((*x.shape[:-2], *shape), x.dtype)
+        return out.at[..., :k, :n].set(x[..., :k, :n])
+
+    return primitive_equations.State(
+        vorticity=resize(state.vorticity), divergence=resize(state.divergence),
+        temperature_variation=resize(state.temperature_variation),
+        log_surface_pressure=resize(state.log_surface_pressure), sim_time=state.sim_time)
 
 
 @functools.lru_cache(maxsize=8)

@@ -187,7 +187,7 @@ def skill_figures(scores: ScoresLike, region: str = "global", variables=None) ->
     return figures
 
 
-def _available(ds, metric: str) -> str:
+def available_metric(ds, metric: str) -> str:
     """The metric, or for a one-member forecast (no fair CRPS) its CRPS: the absolute error, which is
     the CRPS of a deterministic forecast and what the fair CRPS estimates for an ensemble."""
     if metric == "crps_fair" and "metric" in ds.coords and metric not in ds["metric"].values:
@@ -211,8 +211,8 @@ def scorecard_figures(scores: ScoresLike, baseline: ScoresLike, metric: str = "c
         rows, labels = [], []
         for var in (v for v in _variables(ds) if v in base):
             for level in _levels(ds[var]):
-                f = _pick(ds[var], metric=_available(ds, metric), region=region, level=level)
-                b = _pick(base[var], metric=_available(base, metric), region=region, level=level)
+                f = _pick(ds[var], metric=available_metric(ds, metric), region=region, level=level)
+                b = _pick(base[var], metric=available_metric(base, metric), region=region, level=level)
                 if f is None or b is None or f.ndim != 1 or b.ndim != 1:
                     continue
                 with np.errstate(divide="ignore", invalid="ignore"):

@@ -170,17 +170,32 @@ def zonal_spectrum_by_band(
     weights = np.empty_like(lat)
     weights[order] = grid.latitude_weights(lat[order])
     circ = _circumference_m(lat, radius)
-    means, mean_circ = [], []
+    band_weights = []
     for name, (lo, hi) in bands.items():
         lo, hi = min(lo, hi), max(lo, hi)
         inside = (lat >= lo - 1e-9) & (lat <= hi + 1e-9)
         if not inside.any():
             raise ValueError(f"band {name} ({lo:g} to {hi:g} degrees) holds no latitude of the grid "
                              f"({lat.size} latitudes from {lat.min():g} to {lat.max():g})")
-        w = xr.DataArray(np.where(inside, weights, 0.0), dims=[LAT], coords={LAT: da[LAT]})
-        means.append(spec.drop_vars("zonal_wavelength").weighted(w).mean(LAT))
-        mean_circ.append(np.sum(w.values * circ) / np.sum(w.values))
-    out = xr.concat(means, dim="band", coords="minimal", compat="override")
+        band_weights.append(np.where(inside, weights, 0.0))
+    w = np.stack(band_weights)  # (band, latitude)
+    mean_circ = w @ circ / w.sum(axis=1)
+
+    def band_means(x: np.ndarray) -> np.ndarray:  # (..., latitude, k) -> (..., band, k); NaN rows skipped
+        ok = ~np.isnan(x)
+        total = np.einsum("bl,...lk->...bk", w, np.where(ok, x, 0.0))
+        weight = np.einsum("bl,...lk->...bk", w, ok.astype(np.float64))
+        return np.divide(total, weight, out=np.full(total.shape, np.nan), where=weight > 0)
+
+    out = xr.apply_ufunc(
+        band_means,
+        spec.drop_vars("zonal_wavelength"),
+        input_core_dims=[[LAT, "zonal_wavenumber"]],
+        output_core_dims=[["band", "zonal_wavenumber"]],
+        dask="parallelized",
+        output_dtypes=[np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"band": len(bands)}},
+    )
     k = out["zonal_wavenumber"].values
     out = out.assign_coords(
         band=("band", list(bands)),
