@@ -6,7 +6,8 @@ The steps, per variable and lead time (WeatherBench 2's order of reductions):
    region per init time;
 3. the mean over init times; RMSE and spread take the square root after that mean.
 
-Each lead is cut into blocks of init times x latitude rows (all members and levels together), each
+Leads are scored in groups of up to MAX_LEADS_PER_BLOCK (as many as fit one block), and a group is
+cut into blocks of init times x latitude rows (all members and levels together), each
 scored by one coarse dask task in numpy (`blocks`) whose working set stays under BLOCK_BYTES; a
 block returns per-init regional partial means, which add up over latitude blocks. Spectra need
 whole fields and are cut into init times x members instead. So memory is bounded by one block
@@ -78,7 +79,8 @@ def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
 
     Per point: the members in the input precision plus ~20 float64 temporaries (the metrics).
     """
-    row = f.sizes["longitude"] * f.sizes.get("level", 1) * (f.sizes[fc.MEMBER] * f.dtype.itemsize + 20 * 8)
+    row = (f.sizes["longitude"] * f.sizes.get("level", 1) * f.sizes.get(fc.LEAD, 1)
+           * (f.sizes[fc.MEMBER] * f.dtype.itemsize + 20 * 8))
     nlat = f.sizes["latitude"]
     if nlat * row <= BLOCK_BYTES:
         return max(1, BLOCK_BYTES // (nlat * row)), nlat
@@ -87,11 +89,44 @@ def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
 
 def _spectrum_block_shape(x: xr.DataArray) -> tuple[int, int]:
     """(init times, members) per spectrum block: a float64 copy and its transforms per field."""
-    field = x.sizes.get("level", 1) * x.sizes["latitude"] * x.sizes["longitude"] * 32
+    field = x.sizes.get("level", 1) * x.sizes.get(fc.LEAD, 1) * x.sizes["latitude"] * x.sizes["longitude"] * 32
     members = x.sizes.get(fc.MEMBER, 1)
     if members * field <= BLOCK_BYTES:
         return max(1, BLOCK_BYTES // (members * field)), members
     return 1, max(1, BLOCK_BYTES // field)
+
+
+MAX_LEADS_PER_BLOCK = 8  # leads scored together by one task (fewer, larger tasks; still several per variable)
+
+
+def _leads_per_block(f_all: xr.DataArray) -> int:
+    """How many leads one block holds: all init times and latitude rows of that many leads within
+    BLOCK_BYTES, at most MAX_LEADS_PER_BLOCK; 1 when even one lead needs several blocks."""
+    per_lead = f_all.isel({fc.LEAD: 0})
+    per_time, per_lat = _pointwise_block_shape(per_lead)
+    if per_time < per_lead.sizes["time"] or per_lat < per_lead.sizes["latitude"]:
+        return 1
+    one = per_lead.sizes["time"] * per_lead.sizes["latitude"] * per_lead.sizes["longitude"] * per_lead.sizes.get("level", 1) \
+        * (per_lead.sizes[fc.MEMBER] * per_lead.dtype.itemsize + 20 * 8)
+    return int(max(1, min(MAX_LEADS_PER_BLOCK, BLOCK_BYTES // max(one, 1))))
+
+
+def _lead_groups(scored: list[tuple[int, xr.DataArray, np.ndarray]], size: int) -> list[list]:
+    """Consecutive (lead index, truth, inits-with-truth mask) entries with the same mask, at most `size` each."""
+    groups: list[list] = []
+    for entry in scored:
+        if groups and len(groups[-1]) < size and np.array_equal(groups[-1][0][2], entry[2]):
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    return groups
+
+
+def _one_lead(finished, j: int):
+    """The j-th lead of a finished group (every array has the lead dim)."""
+    if isinstance(finished, dict):
+        return {k: _one_lead(v, j) for k, v in finished.items()}
+    return finished.isel({fc.LEAD: j}, drop=True)
 
 
 def _rows(x, lat: tuple[int, int]):
@@ -103,12 +138,14 @@ def _inits(x, time: tuple[int, int]):
 
 
 def _lead_tasks(lead_index, f, t, clim, thresholds, w, seed, with_spectra) -> list[tuple[tuple, object]]:
-    """(tag, dask.delayed) pairs for one lead: pointwise blocks, then spectrum blocks per source."""
+    """(tag, dask.delayed) pairs for one group of leads (f and t carry the lead dim): pointwise
+    blocks, then spectrum blocks per source. The ranks' tie-breaking draws are keyed on the points'
+    coordinates, lead included (`metrics.ranks`), so they do not depend on the grouping."""
     tasks = []
     n_time, n_lat = f.sizes["time"], f.sizes["latitude"]
     per_time, per_lat = _pointwise_block_shape(f)
     score_block = dask.delayed(blocks.pointwise_parts, pure=True)
-    rank_seed = int(np.random.SeedSequence([seed, lead_index]).generate_state(1, np.uint64)[0])
+    rank_seed = int(np.random.SeedSequence([seed]).generate_state(1, np.uint64)[0])
     for ti, time in enumerate(blocks.block_starts(n_time, per_time)):
         for lat in blocks.block_starts(n_lat, per_lat):
             thr = {k: _rows(v, lat) for k, v in thresholds.items()}
@@ -170,8 +207,9 @@ def _compute(tasks: list[tuple[tuple, object]], bar) -> list[tuple[tuple, object
 
 
 def _finish_lead(results: list[tuple[tuple, dict]], members: int) -> dict:
-    """From the blocks of one lead to its scores: per-init regional means summed over latitude blocks,
-    then means over init times (RMSE and spread: square root after); pooled rank counts; mean spectra."""
+    """From the blocks of one group of leads to its scores (each with the lead dim): per-init regional
+    means summed over latitude blocks, then means over init times (RMSE and spread: square root
+    after); rank counts pooled over inits and space; mean spectra."""
     by_time: dict[int, dict] = {}
     counts, spectra_parts = None, {}
     for tag, part in results:
@@ -254,21 +292,35 @@ def evaluate(
         thresholds_v = _thresholds(t_span, parsed) if valid.size else {}
         if clim_v is not None and "dayofyear" not in clim_v.dims:
             (clim_v,) = dask.compute(clim_v)
-        tasks, n_init = [], []
+        scored, n_init = [], []
         for i, lead in enumerate(leads):
             t, have = fc.truth_at_lead(t_all, inits, lead)
             n_init.append(int(have.sum()))
             if t is None:
                 missing.setdefault(v, []).append(f"{lead / np.timedelta64(1, 'h'):g} h")
                 continue
-            f = f_all.sel({fc.LEAD: lead}).isel(time=np.flatnonzero(have)).drop_vars(fc.LEAD)
-            clim = climatology_at(clim_v, inits[have] + lead).assign_coords(time=inits[have]) \
-                if "dayofyear" in clim_v.dims else clim_v
-            tasks += _lead_tasks(i, f, t, clim, thresholds_v, w, seed, with_spectra)
+            scored.append((i, t, have))
+        tasks, groups = [], []
+        for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all))):
+            idx, have = [i for i, _, _ in group], group[0][2]
+            lead_coord = {fc.LEAD: leads[idx]}
+            f = f_all.isel({fc.LEAD: idx, "time": np.flatnonzero(have)})
+            t = xr.concat([t for _, t, _ in group], dim=fc.LEAD).assign_coords(lead_coord).transpose("time", fc.LEAD, ...)
+            if "dayofyear" in clim_v.dims:
+                clim = xr.concat([climatology_at(clim_v, inits[have] + leads[i]).assign_coords(time=inits[have])
+                                  for i in idx], dim=fc.LEAD).assign_coords(lead_coord).transpose("time", fc.LEAD, ...)
+            else:
+                clim = clim_v
+            tasks += _lead_tasks(g, f, t, clim, thresholds_v, w, seed, with_spectra)
+            groups.append(idx)
         results: dict[int, list] = {}
         for tag, part in _compute(tasks, bar):
             results.setdefault(tag[0], []).append((tag, part))
-        per_lead = [_finish_lead(results[i], members) if i in results else None for i in range(len(leads))]
+        per_lead: list[dict | None] = [None] * len(leads)
+        for g, idx in enumerate(groups):
+            finished = _finish_lead(results[g], members)
+            for j, i in enumerate(idx):
+                per_lead[i] = _one_lead(finished, j)
         out.update(_assemble(v, f_all, per_lead, leads, n_init))
     bar.close()
     scores = xr.Dataset(out)
