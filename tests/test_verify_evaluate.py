@@ -135,6 +135,33 @@ def test_leads_and_variables_without_truth_are_reported_not_dropped(tmp_path):
     assert s["temperature_n_init"].values.tolist() == [3, 2, 0]  # 24 h: only inits whose valid time exists
 
 
+def test_lead_groups_share_init_masks_and_keep_lead_order():
+    a, b = np.array([True, True]), np.array([True, False])
+    scored = [(0, None, a), (1, None, a), (2, None, b), (3, None, a), (4, None, a), (5, None, b)]
+    groups = evaluate._lead_groups(scored, 3)
+    assert [[i for i, _, _ in g] for g in groups] == [[0, 1, 3], [4], [2, 5]]
+
+
+def test_grouped_leads_score_as_one_lead_at_a_time(tmp_path, monkeypatch):
+    """A truth that ends inside the forecast (inits lose leads one by one) and a WB2 dayofyear x hour
+    climatology: scoring several leads per task gives the scores of one lead per task."""
+    truth = canonical_dataset(ntime=11, nlat=16, nlon=32)
+    fcst = make_forecast(canonical_dataset(ntime=40, nlat=16, nlon=32), slice(4, 9), members=4, noise=1.0,
+                         leads=(6, 12, 18, 24, 30))
+    mean = truth.mean("time")
+    clim = xr.Dataset({v: mean[v].expand_dims(dayofyear=np.arange(1, 367), hour=[0, 6, 12, 18]).copy()
+                       + xr.DataArray(np.arange(4.0), dims="hour", coords={"hour": [0, 6, 12, 18]})
+                       for v in truth.data_vars})
+    f, t = write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr")
+    grouped = score(f, t, climatology=clim)
+    assert grouped["temperature_n_init"].values.tolist() == [5, 5, 4, 3, 2]
+    monkeypatch.setattr(evaluate, "MAX_LEADS_PER_BLOCK", 1)
+    one_by_one = score(f, t, climatology=clim)
+    for v in grouped.data_vars:
+        np.testing.assert_allclose(grouped[v].values, one_by_one[v].values, rtol=1e-12, atol=1e-14, err_msg=v)
+    assert np.isfinite(grouped["temperature"].sel(metric="acc")).all()
+
+
 def test_exchangeable_ensemble_has_debiased_ssr_near_one(tmp_path):
     base = canonical_dataset(ntime=30, nlat=32, nlon=64)
     rng = np.random.default_rng(7)

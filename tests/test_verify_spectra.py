@@ -117,6 +117,8 @@ def test_spectra_work_on_dask_arrays():
     da = field(np.random.default_rng(3).standard_normal((4, 32, 64)), lat, time=4)
     lazy = da.chunk({"time": 1})
     xr.testing.assert_allclose(spectra.zonal_spectrum_by_band(lazy).compute(), spectra.zonal_spectrum_by_band(da))
+    rows = da.chunk({"latitude": 8})  # e.g. an ERA5 store chunked by latitude
+    xr.testing.assert_allclose(spectra.zonal_spectrum_by_band(rows).compute(), spectra.zonal_spectrum_by_band(da))
     xr.testing.assert_allclose(spectra.sh_power_spectrum(lazy).compute(), spectra.sh_power_spectrum(da))
 
 

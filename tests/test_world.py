@@ -203,7 +203,11 @@ def test_bad_config_fails_early(tmp_path):
     with pytest.raises(ValueError, match="resolution"):
         world.truth_grid("42")
     with pytest.raises(ValueError, match="spinup_resolution"):
-        world_store.build_world(tmp_path / "x.zarr", dataclasses.replace(CFG, spinup_resolution="T42"))
+        world_store.build_world(tmp_path / "x.zarr", dataclasses.replace(CFG, spinup_resolution="42"))
+    # a spin-up truncation not coarser than the truth's means no coarse part (the default T21 at T15)
+    assert world.spinup_model(dataclasses.replace(CFG, resolution="T15")) is None
+    assert world.spinup_model(dataclasses.replace(CFG, spinup_resolution="T42")) is None
+    assert world_store.spinup_fine_intervals(dataclasses.replace(CFG, spinup_resolution="T10", spinup_final_days=0.1), 20) == 0
     with pytest.raises(ValueError, match="timestep_minutes"):
         world_store.build_world(tmp_path / "x.zarr", dataclasses.replace(CFG, timestep_minutes=7.0))
     assert not (tmp_path / "x.zarr").exists()

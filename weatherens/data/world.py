@@ -133,12 +133,11 @@ def _check(cfg: WorldConfig) -> None:
     if round(cfg.years * 365 * 24 / cfg.archive_hours) < 1 or cfg.spinup_days < 0 or cfg.state_every_days <= 0:
         problems.append(f"need at least one archived time, spinup_days >= 0 and state_every_days > 0, got "
                         f"years={cfg.years}, spinup_days={cfg.spinup_days}, state_every_days={cfg.state_every_days}")
-    coarse = cfg.spinup_resolution.strip()
-    if coarse and coarse != cfg.resolution:
-        if not re.fullmatch(r"T\d+", coarse) or not re.fullmatch(r"T\d+", cfg.resolution.strip()) \
-                or int(coarse[1:]) > int(cfg.resolution.strip()[1:]):
-            problems.append(f"spinup_resolution must be a truncation 'T<N>' no finer than resolution={cfg.resolution!r}, "
-                            f"got {cfg.spinup_resolution!r}")
+    if cfg.spinup_resolution.strip():
+        try:
+            truth_grid(cfg.spinup_resolution)
+        except ValueError:
+            problems.append(f"spinup_resolution must be a truncation 'T<N>' (or '' for none), got {cfg.spinup_resolution!r}")
     if cfg.spinup_final_days < 0:
         problems.append(f"spinup_final_days must be >= 0, got {cfg.spinup_final_days}")
     if not cfg.levels or not all(0 < p < 1000 for p in cfg.levels):
@@ -238,11 +237,20 @@ def initial_state(model: TruthModel, seed: int) -> primitive_equations.State:
 
 def spinup_model(cfg: WorldConfig) -> TruthModel | None:
     """The model of the spin-up's coarse part (`cfg.spinup_resolution`, the truth's layers and time
-    step), or None when the spin-up runs at the truth's resolution only."""
+    step), or None when the spin-up runs at the truth's resolution only ('' or a truncation that is
+    not coarser than the truth's)."""
     coarse = cfg.spinup_resolution.strip()
-    if not coarse or coarse == cfg.resolution.strip():
+    if not coarse or truth_grid(coarse).total_wavenumbers >= truth_grid(cfg.resolution).total_wavenumbers:
         return None
     return truth_model(dataclasses.replace(cfg, resolution=coarse, spinup_resolution=""))
+
+
+def spinup_fine_intervals(cfg: WorldConfig, n_spin: int) -> int:
+    """Archive intervals of the spin-up run at the truth's resolution (the last ones): all of them
+    without a coarse part, else `cfg.spinup_final_days` rounded to whole intervals (at most n_spin)."""
+    if spinup_model(cfg) is None:
+        return n_spin
+    return min(n_spin, round(cfg.spinup_final_days * 24 / cfg.archive_hours))
 
 
 def interpolate_state(state: primitive_equations.State, source: TruthModel, target: TruthModel) -> primitive_equations.State:
@@ -265,10 +273,8 @@ def interpolate_state(state: primitive_equations.State, source: TruthModel, targ
         out = jnp.zeros((*x.shape[:-2], *shape), x.dtype)
         return out.at[..., :k, :n].set(x[..., :k, :n])
 
-    return primitive_equations.State(
-        vorticity=resize(state.vorticity), divergence=resize(state.divergence),
-        temperature_variation=resize(state.temperature_variation),
-        log_surface_pressure=resize(state.log_surface_pressure), sim_time=state.sim_time)
+    return dataclasses.replace(state, **{k: resize(getattr(state, k)) for k in STATE_FIELDS},
+                               tracers={k: resize(v) for k, v in state.tracers.items()})
 
 
 @functools.lru_cache(maxsize=8)

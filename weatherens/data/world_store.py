@@ -52,6 +52,7 @@ from weatherens.data.world import (
     chunk_fn,
     initial_state,
     interpolate_state,
+    spinup_fine_intervals,
     spinup_model,
     truth_model,
 )
@@ -219,19 +220,19 @@ def _start(partial: Path, cfg: WorldConfig) -> None:
 def _spin_up(model: TruthModel, cfg: WorldConfig, sched: _Schedule, progress: bool) -> primitive_equations.State:
     """The state after `sched.n_spin` archive intervals from `initial_state`: the first part at the
     coarse `spinup_model` (if any), interpolated to the truth's truncation for the last
-    `cfg.spinup_final_days`."""
+    `spinup_fine_intervals` (with none, the truth starts from the coarse model's initial state)."""
     coarse = spinup_model(cfg)
-    n_fine = sched.n_spin if coarse is None else min(sched.n_spin, round(cfg.spinup_final_days / sched.interval_days))
+    n_coarse = sched.n_spin - spinup_fine_intervals(cfg, sched.n_spin)
     state = initial_state(model if coarse is None else coarse, cfg.seed)
     with tqdm(total=sched.n_spin * sched.interval_days, unit="day", desc="spin-up", disable=not progress) as bar:
         for i in range(1, sched.n_spin + 1):
-            if coarse is not None and i == sched.n_spin - n_fine + 1:
+            if coarse is not None and i == n_coarse + 1:
                 state = interpolate_state(state, coarse, model)
-            state = (model if coarse is None or i > sched.n_spin - n_fine else coarse).advance(state)
+            state = (coarse if i <= n_coarse else model).advance(state)
             if i % 4 == 0 or i == sched.n_spin:  # wait now and then, so the bar shows computed (not queued) days
                 jax.block_until_ready(state)
                 bar.update(bar.total * i / sched.n_spin - bar.n)
-    if coarse is not None and n_fine == 0:
+    if coarse is not None and n_coarse == sched.n_spin:
         state = interpolate_state(state, coarse, model)
     return state
 
@@ -342,8 +343,9 @@ def _finish(partial: Path, cfg: WorldConfig, model: TruthModel, sched: _Schedule
         CONFIG_ATTR: _config_json(cfg),
         "spinup_days_run": sched.n_spin * sched.interval_days,
         "spinup": (f"{sched.n_spin * sched.interval_days:g} days" if spinup_model(cfg) is None else
-                   f"{sched.n_spin * sched.interval_days:g} days, the last {min(cfg.spinup_days, cfg.spinup_final_days):g} "
-                   f"at {cfg.resolution} after {cfg.spinup_resolution} (spectral interpolation)"),
+                   f"{sched.n_spin * sched.interval_days:g} days, the last "
+                   f"{spinup_fine_intervals(cfg, sched.n_spin) * sched.interval_days:g} at {cfg.resolution} after "
+                   f"{cfg.spinup_resolution} (spectral interpolation)"),
     })
     root.attrs[COMPLETE_ATTR] = True
     with warnings.catch_warnings():  # "consolidated metadata is not part of the zarr v3 spec" (xarray reads it)

@@ -1,6 +1,6 @@
 """Scores of one block of a forecast, in numpy: the tasks `evaluate` hands to dask.
 
-A block is some init times x some latitude rows of one lead, with all members and levels; the
+A block is some init times x some latitude rows of a group of leads, with all members and levels; the
 block functions get numpy-backed DataArrays (dask reads their inputs first, on the cluster's
 workers when there is one) and return small per-init partial results that add up over latitude
 blocks, so no task holds more than one block and nothing forms members x members:
@@ -51,16 +51,17 @@ def pointwise_parts(f, t, clim, thresholds, w, rank_seed: int) -> dict[str, xr.D
     """Partial scores of one block.
 
     Args:
-      f: forecast (time, number[, level], latitude, longitude), numpy-backed, physical units.
+      f: forecast (time, prediction_timedelta, number[, level], latitude, longitude), numpy-backed,
+         physical units (the lead dim is optional: any dims besides number are kept or pooled as below).
       t: truth at the valid times, the same dims without `number`.
       clim: climatology at the valid times (or static), broadcastable to t.
       thresholds: {name: threshold} with scalar or (level, latitude, longitude) thresholds.
       w: `region_weights` restricted to this block's latitude rows.
       rank_seed: seed of this block's random tie-breaking in the ranks.
 
-    Returns {name: (time, region[, level])} regional-mean shares for "crps", "mse", "crps_fair",
+    Returns {name: (time[, prediction_timedelta], region[, level])} regional-mean shares for "crps", "mse", "crps_fair",
     "var", "brier>..", "brier_debiased>.."; "acc_fo", "acc_ff", "acc_oo" (the weighted means of
-    f'o', f'^2, o'^2 for the anomaly correlation); "rank_counts" (region[, level], rank) the
+    f'o', f'^2, o'^2 for the anomaly correlation); "rank_counts" ([prediction_timedelta, ]region[, level], rank) the
     weighted counts of each rank pooled over init times and space.
     """
     members = f.sizes[MEMBER]
@@ -86,7 +87,8 @@ def pointwise_parts(f, t, clim, thresholds, w, rank_seed: int) -> dict[str, xr.D
 
 
 def spectrum_sums(x: xr.DataArray) -> dict[str, xr.DataArray]:
-    """Spectra of x (time[, number][, level], latitude, longitude) summed over time and members.
+    """Spectra of x (time[, prediction_timedelta][, number][, level], latitude, longitude) summed over
+    time and members.
 
     Returns {"sh_spectrum": (..., total_wavenumber), "zonal_spectrum": (..., band, zonal_wavenumber),
     and for each "<name>_count": the number of fields summed (NaN spectra left out)}.

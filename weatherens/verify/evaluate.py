@@ -112,14 +112,12 @@ def _leads_per_block(f_all: xr.DataArray) -> int:
 
 
 def _lead_groups(scored: list[tuple[int, xr.DataArray, np.ndarray]], size: int) -> list[list]:
-    """Consecutive (lead index, truth, inits-with-truth mask) entries with the same mask, at most `size` each."""
-    groups: list[list] = []
+    """The (lead index, truth, inits-with-truth mask) entries grouped by mask, in lead order, at most
+    `size` per group (a group's leads score the same init times)."""
+    by_mask: dict[bytes, list] = {}
     for entry in scored:
-        if groups and len(groups[-1]) < size and np.array_equal(groups[-1][0][2], entry[2]):
-            groups[-1].append(entry)
-        else:
-            groups.append([entry])
-    return groups
+        by_mask.setdefault(entry[2].tobytes(), []).append(entry)
+    return [same[k:k + size] for same in by_mask.values() for k in range(0, len(same), size)]
 
 
 def _one_lead(finished, j: int):
@@ -137,7 +135,7 @@ def _inits(x, time: tuple[int, int]):
     return x.isel(time=slice(*time)) if isinstance(x, xr.DataArray) and "time" in x.dims else x
 
 
-def _lead_tasks(lead_index, f, t, clim, thresholds, w, seed, with_spectra) -> list[tuple[tuple, object]]:
+def _group_tasks(group_index, f, t, clim, thresholds, w, seed, with_spectra) -> list[tuple[tuple, object]]:
     """(tag, dask.delayed) pairs for one group of leads (f and t carry the lead dim): pointwise
     blocks, then spectrum blocks per source. The ranks' tie-breaking draws are keyed on the points'
     coordinates, lead included (`metrics.ranks`), so they do not depend on the grouping."""
@@ -151,7 +149,7 @@ def _lead_tasks(lead_index, f, t, clim, thresholds, w, seed, with_spectra) -> li
             thr = {k: _rows(v, lat) for k, v in thresholds.items()}
             task = score_block(_rows(_inits(f, time), lat), _rows(_inits(t, time), lat),
                                _rows(_inits(clim, time), lat), thr, w.isel(latitude=slice(*lat)), rank_seed)
-            tasks.append(((lead_index, "pointwise", ti), task))
+            tasks.append(((group_index, "pointwise", ti), task))
     if with_spectra:
         spectrum_block = dask.delayed(blocks.spectrum_sums, pure=True)
         for source, x in (("truth", t), ("members", f), ("ensemble_mean", f.mean(fc.MEMBER))):
@@ -160,7 +158,7 @@ def _lead_tasks(lead_index, f, t, clim, thresholds, w, seed, with_spectra) -> li
                 members = blocks.block_starts(x.sizes.get(fc.MEMBER, 1), per_member) if fc.MEMBER in x.dims else [None]
                 for mem in members:
                     part = _inits(x, time) if mem is None else _inits(x, time).isel({fc.MEMBER: slice(*mem)})
-                    tasks.append(((lead_index, source), spectrum_block(part)))
+                    tasks.append(((group_index, source), spectrum_block(part)))
     return tasks
 
 
@@ -206,7 +204,7 @@ def _compute(tasks: list[tuple[tuple, object]], bar) -> list[tuple[tuple, object
     return [(tag, r) for (tag, _), r in zip(tasks, results)]
 
 
-def _finish_lead(results: list[tuple[tuple, dict]], members: int) -> dict:
+def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
     """From the blocks of one group of leads to its scores (each with the lead dim): per-init regional
     means summed over latitude blocks, then means over init times (RMSE and spread: square root
     after); rank counts pooled over inits and space; mean spectra."""
@@ -311,14 +309,14 @@ def evaluate(
                                   for i in idx], dim=fc.LEAD).assign_coords(lead_coord).transpose("time", fc.LEAD, ...)
             else:
                 clim = clim_v
-            tasks += _lead_tasks(g, f, t, clim, thresholds_v, w, seed, with_spectra)
+            tasks += _group_tasks(g, f, t, clim, thresholds_v, w, seed, with_spectra)
             groups.append(idx)
         results: dict[int, list] = {}
         for tag, part in _compute(tasks, bar):
             results.setdefault(tag[0], []).append((tag, part))
         per_lead: list[dict | None] = [None] * len(leads)
         for g, idx in enumerate(groups):
-            finished = _finish_lead(results[g], members)
+            finished = _finish_group(results[g], members)
             for j, i in enumerate(idx):
                 per_lead[i] = _one_lead(finished, j)
         out.update(_assemble(v, f_all, per_lead, leads, n_init))

@@ -194,7 +194,7 @@ def zonal_spectrum_by_band(
         output_core_dims=[["band", "zonal_wavenumber"]],
         dask="parallelized",
         output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"band": len(bands)}},
+        dask_gufunc_kwargs={"output_sizes": {"band": len(bands)}, "allow_rechunk": True},  # latitude chunks joined
     )
     k = out["zonal_wavenumber"].values
     out = out.assign_coords(
