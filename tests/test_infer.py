@@ -45,7 +45,7 @@ def test_members_differ_and_runs_are_reproducible(trained, tmp_path):
     a = forecast.forecast([run], str(store), INITS, 4, 24, tmp_path / "a.zarr", progress=False)
     b = forecast.forecast([run], str(store), INITS, 4, 24, tmp_path / "b.zarr", member_chunk=2, lead_chunk=1,
                           progress=False)
-    fa, fb = xr.open_zarr(a), xr.open_zarr(b)
+    fa, fb = xr.open_zarr(a, consolidated=True), xr.open_zarr(b)  # finished stores carry consolidated metadata
     assert fa["geopotential"].dims == ("time", "prediction_timedelta", "number", "level", "latitude", "longitude")
     assert fa["2m_temperature"].attrs["units"] == "K" and fa.attrs["perturbation"] == "none"
     np.testing.assert_array_equal(fa["prediction_timedelta"].values, np.arange(1, 5) * np.timedelta64(6, "h"))
