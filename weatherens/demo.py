@@ -145,6 +145,16 @@ def _pick(scores: xr.Dataset, variable: str, level, metric: str, lead_h: int) ->
     return float(da.sel(metric=metric, lead_time=np.timedelta64(lead_h, "h")))
 
 
+def _channel_label(variable: str, level) -> str:
+    """'geopotential@500', or the variable's name for a single-level one."""
+    return f"{variable}@{level}" if level else variable
+
+
+def _lead_label(hours: int) -> str:
+    """'3 d' for whole days, '6 h' otherwise (the tables' columns and rows)."""
+    return f"{hours // 24} d" if hours % 24 == 0 else f"{hours} h"
+
+
 def scorecard(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
     """Markdown table: ML fair CRPS and its ratio to each baseline's (one-member baselines: CRPS = MAE),
     RMSE and debiased SSR, for z500, t850 and the near-surface temperature."""
@@ -157,12 +167,11 @@ def scorecard(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
     for variable, level in SCORECARD_CHANNELS:
         if variable not in ml:
             continue
-        label = f"{variable}@{level}" if level else variable
+        label = _channel_label(variable, level)
         for h in leads:
             crps = _pick(ml, variable, level, "crps_fair", h)
             ratios = [crps / _pick(scores[n], variable, level, "crps_fair", h) for n in others]
-            lead = f"{h // 24} d" if h % 24 == 0 else f"{h} h"
-            lines.append(f"| {label} | {lead} | {crps:.4g} | " + " | ".join(f"{r:.2f}" for r in ratios)
+            lines.append(f"| {label} | {_lead_label(h)} | {crps:.4g} | " + " | ".join(f"{r:.2f}" for r in ratios)
                          + f" | {_pick(ml, variable, level, 'rmse', h):.4g} | {_pick(ml, variable, level, 'ssr_debiased', h):.2f} |")
     return "\n".join(lines)
 
@@ -171,13 +180,13 @@ def ssr_table(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
     """Markdown table of the debiased spread-skill ratio of every ensemble (rows forecast x variable,
     columns leads): 1 is reliable, below 1 over-confident."""
     leads = [h for h in SCORECARD_LEADS_H if h <= lead_hours]
-    head = "| forecast | variable | " + " | ".join(f"{h // 24} d" if h % 24 == 0 else f"{h} h" for h in leads) + " |"
+    head = "| forecast | variable | " + " | ".join(map(_lead_label, leads)) + " |"
     lines = [head, "|" + "---|" * (len(leads) + 2)]
     for name, ds in scores.items():
         for variable, level in SCORECARD_CHANNELS:
             if variable not in ds or "ssr_debiased" not in ds["metric"].values:
                 continue
-            label = f"{variable}@{level}" if level else variable
+            label = _channel_label(variable, level)
             lines.append(f"| {name} | {label} | "
                          + " | ".join(f"{_pick(ds, variable, level, 'ssr_debiased', h):.2f}" for h in leads) + " |")
     return "\n".join(lines)
@@ -197,7 +206,7 @@ def spectra_check(scores: xr.Dataset, max_degree: int) -> str:
         ratio = (s.sel(source="members") / s.sel(source="truth")).where((degrees >= 1) & (degrees <= max_degree),
                                                                         drop=True)
         worst = np.abs(ratio - 1).max("total_wavenumber").values * 100
-        rows.append(f"{variable}{'@' + str(level) if level else ''}: " + ", ".join(
+        rows.append(f"{_channel_label(variable, level)}: " + ", ".join(
             f"{np.timedelta64(t, 'h').astype(int)} h {w:.0f} %" for t, w in zip(scores["lead_time"].values, worst)))
     return "\n".join(rows)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import xarray as xr
+import zarr
 
 
 def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
@@ -19,3 +21,11 @@ def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def consolidate_zarr(path: str | os.PathLike) -> None:
+    """Write the consolidated metadata of a finished zarr store, so `xr.open_zarr` reads it in one go
+    and without a warning (zarr v3 warns that consolidated metadata is not part of its spec)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        zarr.consolidate_metadata(str(path))

@@ -235,20 +235,26 @@ def initial_state(model: TruthModel, seed: int) -> primitive_equations.State:
     )
 
 
+def _coarse_spinup_resolution(cfg: WorldConfig) -> str | None:
+    """`cfg.spinup_resolution` when it is coarser than the truth's, else None (no coarse part)."""
+    coarse = cfg.spinup_resolution.strip()
+    if not coarse or truth_grid(coarse).total_wavenumbers >= truth_grid(cfg.resolution).total_wavenumbers:
+        return None
+    return coarse
+
+
 def spinup_model(cfg: WorldConfig) -> TruthModel | None:
     """The model of the spin-up's coarse part (`cfg.spinup_resolution`, the truth's layers and time
     step), or None when the spin-up runs at the truth's resolution only ('' or a truncation that is
     not coarser than the truth's)."""
-    coarse = cfg.spinup_resolution.strip()
-    if not coarse or truth_grid(coarse).total_wavenumbers >= truth_grid(cfg.resolution).total_wavenumbers:
-        return None
-    return truth_model(dataclasses.replace(cfg, resolution=coarse, spinup_resolution=""))
+    coarse = _coarse_spinup_resolution(cfg)
+    return None if coarse is None else truth_model(dataclasses.replace(cfg, resolution=coarse, spinup_resolution=""))
 
 
 def spinup_fine_intervals(cfg: WorldConfig, n_spin: int) -> int:
     """Archive intervals of the spin-up run at the truth's resolution (the last ones): all of them
     without a coarse part, else `cfg.spinup_final_days` rounded to whole intervals (at most n_spin)."""
-    if spinup_model(cfg) is None:
+    if _coarse_spinup_resolution(cfg) is None:
         return n_spin
     return min(n_spin, round(cfg.spinup_final_days * 24 / cfg.archive_hours))
 

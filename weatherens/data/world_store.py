@@ -26,7 +26,6 @@ import logging
 import math
 import re
 import shutil
-import warnings
 from pathlib import Path
 
 import jax
@@ -39,6 +38,7 @@ from tqdm import tqdm
 
 import weatherens
 from weatherens import config as config_mod
+from weatherens import files
 from weatherens import grid as grid_mod
 from weatherens.config import WorldConfig
 from weatherens.data.world import (
@@ -342,15 +342,18 @@ def _finish(partial: Path, cfg: WorldConfig, model: TruthModel, sched: _Schedule
         "dinosaur_version": importlib.metadata.version("dinosaur"),
         CONFIG_ATTR: _config_json(cfg),
         "spinup_days_run": sched.n_spin * sched.interval_days,
-        "spinup": (f"{sched.n_spin * sched.interval_days:g} days" if spinup_model(cfg) is None else
-                   f"{sched.n_spin * sched.interval_days:g} days, the last "
-                   f"{spinup_fine_intervals(cfg, sched.n_spin) * sched.interval_days:g} at {cfg.resolution} after "
-                   f"{cfg.spinup_resolution} (spectral interpolation)"),
+        "spinup": _spinup_summary(cfg, sched),
     })
     root.attrs[COMPLETE_ATTR] = True
-    with warnings.catch_warnings():  # "consolidated metadata is not part of the zarr v3 spec" (xarray reads it)
-        warnings.simplefilter("ignore", UserWarning)
-        zarr.consolidate_metadata(str(partial))
+    files.consolidate_zarr(partial)
+
+
+def _spinup_summary(cfg: WorldConfig, sched: _Schedule) -> str:
+    days, fine = sched.n_spin * sched.interval_days, spinup_fine_intervals(cfg, sched.n_spin)
+    if fine == sched.n_spin:
+        return f"{days:g} days at {cfg.resolution}"
+    return (f"{days:g} days, the last {fine * sched.interval_days:g} at {cfg.resolution} after "
+            f"{cfg.spinup_resolution} (spectral interpolation)")
 
 
 def _store_bytes(path: Path) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from weatherens import files
 from weatherens.data import world as world_mod
 
 MEMBER_CHUNK = 64
@@ -133,8 +133,6 @@ class ForecastWriter:
         """Rename to the final path when every init is whole; returns it (None while incomplete)."""
         if len(self.completed()) < len(self.inits):
             return None
-        with warnings.catch_warnings():  # "consolidated metadata is not part of the zarr v3 spec" (xarray reads it)
-            warnings.simplefilter("ignore", UserWarning)
-            zarr.consolidate_metadata(str(self.partial))  # so xr.open_zarr opens it without a warning
+        files.consolidate_zarr(self.partial)
         self.partial.rename(self.path)
         return self.path

@@ -74,13 +74,16 @@ def climatology_at(clim: xr.DataArray, valid: np.ndarray) -> xr.DataArray:
 BLOCK_BYTES = 128 * 2**20  # working memory per dask task (one block of init times x latitude rows or members)
 
 
-def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
-    """(init times, latitude rows) per pointwise block, so a block's working set fits BLOCK_BYTES.
+def _pointwise_row_bytes(f: xr.DataArray) -> int:
+    """Working memory of one latitude row of a pointwise block (all its init-independent dims): per
+    point, the members in the input precision plus ~20 float64 temporaries (the metrics)."""
+    return (f.sizes["longitude"] * f.sizes.get("level", 1) * f.sizes.get(fc.LEAD, 1)
+            * (f.sizes[fc.MEMBER] * f.dtype.itemsize + 20 * 8))
 
-    Per point: the members in the input precision plus ~20 float64 temporaries (the metrics).
-    """
-    row = (f.sizes["longitude"] * f.sizes.get("level", 1) * f.sizes.get(fc.LEAD, 1)
-           * (f.sizes[fc.MEMBER] * f.dtype.itemsize + 20 * 8))
+
+def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
+    """(init times, latitude rows) per pointwise block, so a block's working set fits BLOCK_BYTES."""
+    row = _pointwise_row_bytes(f)
     nlat = f.sizes["latitude"]
     if nlat * row <= BLOCK_BYTES:
         return max(1, BLOCK_BYTES // (nlat * row)), nlat
@@ -101,14 +104,10 @@ MAX_LEADS_PER_BLOCK = 8  # leads scored together by one task (fewer, larger task
 
 def _leads_per_block(f_all: xr.DataArray) -> int:
     """How many leads one block holds: all init times and latitude rows of that many leads within
-    BLOCK_BYTES, at most MAX_LEADS_PER_BLOCK; 1 when even one lead needs several blocks."""
-    per_lead = f_all.isel({fc.LEAD: 0})
-    per_time, per_lat = _pointwise_block_shape(per_lead)
-    if per_time < per_lead.sizes["time"] or per_lat < per_lead.sizes["latitude"]:
-        return 1
-    one = per_lead.sizes["time"] * per_lead.sizes["latitude"] * per_lead.sizes["longitude"] * per_lead.sizes.get("level", 1) \
-        * (per_lead.sizes[fc.MEMBER] * per_lead.dtype.itemsize + 20 * 8)
-    return int(max(1, min(MAX_LEADS_PER_BLOCK, BLOCK_BYTES // max(one, 1))))
+    BLOCK_BYTES, at most MAX_LEADS_PER_BLOCK; 1 when even one lead needs several blocks (then
+    `_pointwise_block_shape` cuts it)."""
+    one_lead = f_all.sizes["time"] * f_all.sizes["latitude"] * _pointwise_row_bytes(f_all.isel({fc.LEAD: 0}))
+    return int(max(1, min(MAX_LEADS_PER_BLOCK, BLOCK_BYTES // one_lead)))
 
 
 def _lead_groups(scored: list[tuple[int, xr.DataArray, np.ndarray]], size: int) -> list[list]:
