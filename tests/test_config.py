@@ -49,3 +49,32 @@ def test_a_partial_nested_section_keeps_the_other_defaults():
     assert exp.data.train.start == config.DataConfig().train.start
     assert exp.data.train.end == "2000-02-01"
     assert config.load(None, ["train.learning_rate=3e-3"]).train.learning_rate == 0.003  # YAML 1.1 reads a string
+
+
+def test_extends_merges_sections_key_by_key_and_overrides_win(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nworld: {years: 2, resolution: T21}\ntrain: {steps: 7}\n")
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("extends: ../base.yaml\nname: child\nworld: {seed: 3}\n")
+    exp = config.load(child, ["world.years=4"])
+    assert exp.name == "child" and exp.train.steps == 7
+    assert (exp.world.years, exp.world.resolution, exp.world.seed) == (4.0, "T21", 3)
+    # the shipped configs: tiny is quick's world and splits with its own channels
+    tiny, quick = config.load(config_dir() / "tiny.yaml"), config.load(config_dir() / "quick.yaml")
+    assert tiny.world == quick.world and tiny.data.train == quick.data.train and tiny.data.levels == (500, 850)
+
+
+def test_extends_refuses_cycles_and_missing_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(config.ConfigError, match="makes a cycle"):
+        config.load(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(config.ConfigError, match=r"c.yaml: 'extends: nowhere.yaml' names a file that does not exist"):
+        config.load(tmp_path / "c.yaml")
+
+
+def config_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "configs"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pytest
 import xarray as xr
 
-from weatherens import cli, demo
+from weatherens import cli, config, demo
 
 
 def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
@@ -40,3 +42,28 @@ def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--quiet", "--cache", str(cache), "--out", str(runs)]) == 0
     assert "reusing the scores" in capsys.readouterr().out
     assert mtimes == {p: p.stat().st_mtime_ns for p in outputs}
+
+
+def test_a_checkpoint_fits_another_realisation_of_the_same_climate_only():
+    exp = demo.experiment(quick=False)
+    long = config.load(demo.CONFIGS / "small-long.yaml")
+    assert long.model == exp.model and long.train == exp.train  # the shipped small is small.yaml's recipe
+    assert demo.checkpoint_misfit(config.to_dict(long), exp) is None  # seed 1 for seed 0: unseen
+    same_seed = config.to_dict(dataclasses.replace(long, world=dataclasses.replace(long.world, seed=exp.world.seed)))
+    assert "its train split" in demo.checkpoint_misfit(same_seed, exp)  # 2000-01..2001-12 holds the test June
+    apart = config.to_dict(exp)  # the same realisation with the splits apart from the test: fits
+    assert demo.checkpoint_misfit(apart, exp) is None
+    apart["data"]["validation"] = {"start": "2000-06-15", "end": "2000-07-31T18"}
+    assert "its validation split" in demo.checkpoint_misfit(apart, exp)
+    other = config.to_dict(dataclasses.replace(long, world=dataclasses.replace(long.world, resolution="T63")))
+    assert "world.resolution: 'T63' there, 'T42' here" in demo.checkpoint_misfit(other, exp)
+    fewer = config.to_dict(dataclasses.replace(long, data=dataclasses.replace(long.data, levels=(500,))))
+    assert "data.levels" in demo.checkpoint_misfit(fewer, exp)
+
+
+def test_the_baselines_a_run_makes_come_from_its_config(tmp_path):
+    long = demo.experiment(quick=False, path=demo.CONFIGS / "small-long.yaml")
+    assert demo.run_names(long) == ("weatherens", "persistence", "climatology")
+    assert demo.run_names(demo.experiment(quick=True)) == demo.NAMES
+    with pytest.raises(config.ConfigError, match=r"demo.baselines \['ifs'\] unknown"):
+        demo.experiment(quick=True, overrides=("demo.baselines=[persistence, ifs]",))

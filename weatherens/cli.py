@@ -12,8 +12,9 @@ from weatherens.data.era5 import DataError
 DEFAULT_CACHE = Path.home() / ".cache" / "weatherens"
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="experiment YAML (configs/*.yaml); defaults apply when omitted")
+def _add_config_args(p: argparse.ArgumentParser,
+                     default: str = "defaults apply when omitted") -> None:
+    p.add_argument("--config", type=Path, help=f"experiment YAML (configs/*.yaml); {default}")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -151,7 +152,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from weatherens import demo
 
-    return demo.run(cache=args.cache, quick=args.quick, progress=not args.quiet, retrain=args.retrain, out=args.out)
+    return demo.run(cache=args.cache, quick=args.quick, progress=not args.quiet, retrain=args.retrain, out=args.out,
+                    config_path=args.config, overrides=tuple(args.overrides))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train the model instead of using the shipped checkpoint")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where the run's forecasts, scores and report go")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_config_args(p, "default configs/small.yaml (configs/tiny.yaml with --quick); "
+                        "another runs into OUT/demo-<name>, e.g. configs/small-long.yaml")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("world", help="run the physics world (dinosaur, Held-Suarez) and archive it in ERA5 schema")

@@ -1,7 +1,8 @@
 """Experiment configuration: frozen dataclasses, loaded from YAML, overridable from the CLI.
 
 This module is the one place for defaults. A YAML file in `configs/` names only what it
-changes; unknown keys are errors; `load(path, overrides=["data.batch_size=16"])` applies
+changes (from the defaults, or from another file it `extends`); unknown keys are errors;
+`load(path, overrides=["data.batch_size=16"])` applies
 single-key overrides (values parsed as YAML scalars or lists).
 """
 
@@ -136,6 +137,8 @@ class DemoConfig:
     archived_amplitude_k: float = 0.1
     perturbation: str = "none"  # initial-condition perturbation of the ML ensemble
     checkpoint: str = "small"  # shipped checkpoint (checkpoints/<name>) used unless --retrain
+    # run and scored beside the ML ensemble (a subset of these four; the physics ones cost the most)
+    baselines: tuple[str, ...] = ("persistence", "climatology", "physics_archived", "physics_perfect")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,17 +216,40 @@ def _set_path(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, section by section (a mapping in both is merged, anything else replaced)."""
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML file's mapping; `extends: other.yaml` (relative to the file) puts it on top of that file's."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' makes a cycle through {[str(p) for p in seen]}")
+    tree = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name, got {parent!r}")
+    parent_path = path.parent / parent
+    if not parent_path.exists():
+        raise ConfigError(f"{path}: 'extends: {parent}' names a file that does not exist ({parent_path})")
+    return _merge(_read_tree(parent_path, seen + (path.resolve(),)), tree)
+
+
 def load(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Experiment:
     """Read an experiment from YAML (or the defaults when path is None) and apply overrides.
 
     Each override is 'section.key=value' with value parsed as YAML, e.g. 'data.levels=[500,850]'.
+    A file may start from another with `extends: other.yaml` (a path relative to it) and name only
+    what it changes; sections merge key by key.
     """
-    tree: dict = {}
-    if path is not None:
-        text = Path(path).read_text()
-        tree = yaml.safe_load(text) or {}
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+    tree = _read_tree(Path(path)) if path is not None else {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected section.key=value")

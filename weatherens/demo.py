@@ -40,12 +40,21 @@ SCORES_SUFFIXES = ("rank_histogram", "sh_spectrum", "zonal_spectrum", "n_init")
 SCORECARD_LEADS_H = (6, 24, 48, 72, 120, 168, 240)
 
 
-def experiment(quick: bool) -> config.Experiment:
-    """The demo's experiment: configs/small.yaml (default world), or configs/tiny.yaml for --quick."""
-    path = CONFIGS / ("tiny.yaml" if quick else "small.yaml")
+def experiment(quick: bool, path: Path | None = None, overrides: tuple[str, ...] = ()) -> config.Experiment:
+    """The demo's experiment: configs/small.yaml (default world), configs/tiny.yaml for --quick, or `path`."""
+    path = Path(path) if path is not None else CONFIGS / ("tiny.yaml" if quick else "small.yaml")
     if not path.exists():
         raise FileNotFoundError(f"{path}: the demo's config is missing (run from a weatherens checkout)")
-    return config.load(path)
+    exp = config.load(path, overrides)
+    unknown = sorted(set(exp.demo.baselines) - set(NAMES[1:]))
+    if unknown:
+        raise config.ConfigError(f"{path}: demo.baselines {unknown} unknown; known: {list(NAMES[1:])}")
+    return exp
+
+
+def run_names(exp: config.Experiment) -> tuple[str, ...]:
+    """The forecasts a run makes and scores: the ML ensemble and the config's baselines, in NAMES order."""
+    return tuple(n for n in NAMES if n == NAMES[0] or n in exp.demo.baselines)
 
 
 def _config_key(cfg) -> str:
@@ -63,18 +72,53 @@ def _stage(title: str) -> float:
     return time.perf_counter()
 
 
+# What a realisation of the world may change without changing its climate (the physics is the same).
+REALISATION_FIELDS = ("years", "seed", "state_every_days")
+# What the model sees: a checkpoint serves data that agree in these.
+MODEL_DATA_FIELDS = ("variables", "levels", "static", "timestep_hours", "forcings")
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return np.datetime64(a["start"]) <= np.datetime64(b["end"]) and np.datetime64(b["start"]) <= np.datetime64(a["end"])
+
+
+def checkpoint_misfit(trained: dict, exp: config.Experiment) -> str | None:
+    """Why a checkpoint trained with config `trained` (a `config.to_dict`) cannot score `exp`'s test split, or None.
+
+    It fits when it was trained on the same climate (every world setting but the realisation's length,
+    seed and state interval) with the same channels, and never saw the test split: either another
+    realisation (seed) of the world, or the same one with training and validation apart from the test.
+    """
+    world, data = config.to_dict(exp.world), config.to_dict(exp.data)
+    for key, value in world.items():
+        if key not in REALISATION_FIELDS and trained["world"][key] != value:
+            return f"trained on another world (world.{key}: {trained['world'][key]!r} there, {value!r} here)"
+    for key in MODEL_DATA_FIELDS:
+        if trained["data"][key] != data[key]:
+            return f"trained on other channels (data.{key}: {trained['data'][key]!r} there, {data[key]!r} here)"
+    if trained["world"]["seed"] == world["seed"]:
+        for split in ("train", "validation"):
+            if _overlap(trained["data"][split], data["test"]):
+                return f"its {split} split {trained['data'][split]} overlaps this test split {data['test']}"
+    return None
+
+
 def checkpoint_dir(exp: config.Experiment, world: Path, cache: Path, retrain: bool, progress: bool) -> Path:
-    """The shipped checkpoint if it was trained on this world's config, else one trained now (cached)."""
+    """The shipped checkpoint if it fits this world's test split (`checkpoint_misfit`), else one trained now (cached)."""
     from weatherens import checkpoint
     from weatherens.train import loop
 
     shipped = SHIPPED / exp.demo.checkpoint
     if not retrain and shipped.exists():
         meta = checkpoint.load_meta(shipped)
-        if meta["config"]["world"] == config.to_dict(exp.world) and meta["config"]["data"] == config.to_dict(exp.data):
-            print(f"using the shipped checkpoint {shipped} (step {meta['step']}; --retrain to train one)")
+        misfit = checkpoint_misfit(meta["config"], exp)
+        if misfit is None:
+            trained = meta["config"]
+            print(f"using the shipped checkpoint {shipped} ({trained['name']}, step {meta['step']}: trained on "
+                  f"{trained['data']['train']['start']}..{trained['data']['train']['end']} of the world with seed "
+                  f"{trained['world']['seed']}; --retrain to train one on this world)")
             return shipped
-        print(f"{shipped} was trained on another world or data config; training one")
+        print(f"{shipped} does not fit: {misfit}; training one")
     workdir = Path(cache) / f"train-{exp.name}-{_config_key(exp)}"
     loop.train(exp, str(world), workdir, progress=progress)
     return workdir
@@ -126,7 +170,8 @@ def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray
             world, inits, d.perfect_members, d.lead_hours, p, amplitude_k=d.perfect_amplitude_k, progress=progress),
     }
     paths = {}
-    for name, make in makers.items():
+    for name in run_names(exp):
+        make = makers[name]
         t0 = time.perf_counter()
         paths[name] = _once(out / f"{name}.zarr", make)
         print(f"  {name}: {paths[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -226,18 +271,22 @@ def draw_figures(scores: dict[str, xr.Dataset], out_dir: Path) -> list[Path]:
     only = {n: _subset(ds, variables) for n, ds in scores.items()}
     everything = list(only.values())
     paths = plots.skill_vs_lead(everything, out_dir, variables=variables)
-    paths += plots.scorecard(everything, only["persistence"], out_dir)
+    if "persistence" in only:
+        paths += plots.scorecard(everything, only["persistence"], out_dir)
     for variable, level in SCORECARD_CHANNELS:
         paths += plots.spectra(_subset(only["weatherens"], [variable]), out_dir, level=level)
     return paths + plots.rank_histograms(only["weatherens"], out_dir)
 
 
-def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool = False, out: Path = Path("runs")) -> int:
+def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool = False, out: Path = Path("runs"),
+        config_path: Path | None = None, overrides: tuple[str, ...] = ()) -> int:
+    """The main job; `config_path` and `overrides` run it on another experiment (RUN_DIR demo-<name>)."""
     from weatherens.verify import run as verify_run
 
     t_start = time.perf_counter()
-    exp = experiment(quick)
-    run_dir = Path(out) / ("demo-quick" if quick else "demo")
+    exp = experiment(quick, config_path, overrides)
+    run_dir = Path(out) / ("demo-quick" if quick else "demo" if config_path is None else f"demo-{exp.name}")
+    names = run_names(exp)
     t = _stage("1. physics world")
     world = world_path(cache, exp.world)
     world_store.build_world(world, exp.world, progress=progress)
@@ -256,14 +305,14 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
     print(f"({time.perf_counter() - t:.0f} s)")
 
     t = _stage("5. verification")
-    files = [verify_run.scores_path(run_dir / "scores.nc", n, several=True) for n in NAMES]
-    if all(_newer(f, paths[n]) for f, n in zip(files, NAMES)):
+    files = [verify_run.scores_path(run_dir / "scores.nc", n, several=True) for n in names]
+    if all(_newer(f, paths[n]) for f, n in zip(files, names)):
         print("reusing the scores in " + str(run_dir))
     else:
-        files = verify_run.verify([str(paths[n]) for n in NAMES], str(world), run_dir / "scores.nc",
-                                  names=list(NAMES), variables=SCORED_VARIABLES, spectra_of=ENSEMBLES_WITH_SPECTRA,
-                                  progress=progress)
-    scores = {n: xr.load_dataset(f) for n, f in zip(NAMES, files)}
+        files = verify_run.verify([str(paths[n]) for n in names], str(world), run_dir / "scores.nc",
+                                  names=list(names), variables=SCORED_VARIABLES,
+                                  spectra_of=[n for n in ENSEMBLES_WITH_SPECTRA if n in names], progress=progress)
+    scores = {n: xr.load_dataset(f) for n, f in zip(names, files)}
     draw_figures(scores, run_dir / "figures")
     print(f"({time.perf_counter() - t:.0f} s)")
 
