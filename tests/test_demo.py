@@ -55,6 +55,10 @@ def test_a_checkpoint_fits_another_realisation_of_the_same_climate_only():
     assert demo.checkpoint_misfit(apart, exp) is None
     apart["data"]["validation"] = {"start": "2000-06-15", "end": "2000-07-31T18"}
     assert "its validation split" in demo.checkpoint_misfit(apart, exp)
+    apart["data"]["validation"] = {"start": "2000-05-01", "end": "2000-05-31"}  # the whole of May 31: apart
+    assert demo.checkpoint_misfit(apart, exp) is None
+    apart["data"]["validation"] = {"start": "2000-05-01", "end": "2000-06-01"}  # the whole of June 1: not
+    assert "its validation split" in demo.checkpoint_misfit(apart, exp)
     other = config.to_dict(dataclasses.replace(long, world=dataclasses.replace(long.world, resolution="T63")))
     assert "world.resolution: 'T63' there, 'T42' here" in demo.checkpoint_misfit(other, exp)
     fewer = config.to_dict(dataclasses.replace(long, data=dataclasses.replace(long.data, levels=(500,))))

@@ -78,8 +78,16 @@ REALISATION_FIELDS = ("years", "seed", "state_every_days")
 MODEL_DATA_FIELDS = ("variables", "levels", "static", "timestep_hours", "forcings")
 
 
+def _span(r: dict) -> tuple[np.datetime64, np.datetime64]:
+    """[start, stop) of an inclusive TimeRange dict; an end given to the day (or hour) covers that whole day
+    (hour), as xarray's partial-string slicing does."""
+    end = np.datetime64(r["end"])
+    return np.datetime64(r["start"], "ns"), (end + np.timedelta64(1, np.datetime_data(end.dtype)[0])).astype("M8[ns]")
+
+
 def _overlap(a: dict, b: dict) -> bool:
-    return np.datetime64(a["start"]) <= np.datetime64(b["end"]) and np.datetime64(b["start"]) <= np.datetime64(a["end"])
+    (a0, a1), (b0, b1) = _span(a), _span(b)
+    return a0 < b1 and b0 < a1
 
 
 def checkpoint_misfit(trained: dict, exp: config.Experiment) -> str | None:
