@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from weatherens import config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_defaults_yaml_and_overrides_compose(tmp_path):
@@ -60,7 +64,7 @@ def test_extends_merges_sections_key_by_key_and_overrides_win(tmp_path):
     assert exp.name == "child" and exp.train.steps == 7
     assert (exp.world.years, exp.world.resolution, exp.world.seed) == (4.0, "T21", 3)
     # the shipped configs: tiny is quick's world and splits with its own channels
-    tiny, quick = config.load(config_dir() / "tiny.yaml"), config.load(config_dir() / "quick.yaml")
+    tiny, quick = config.load(CONFIGS / "tiny.yaml"), config.load(CONFIGS / "quick.yaml")
     assert tiny.world == quick.world and tiny.data.train == quick.data.train and tiny.data.levels == (500, 850)
 
 
@@ -72,9 +76,3 @@ def test_extends_refuses_cycles_and_missing_files(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
     with pytest.raises(config.ConfigError, match=r"c.yaml: 'extends: nowhere.yaml' names a file that does not exist"):
         config.load(tmp_path / "c.yaml")
-
-
-def config_dir():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[1] / "configs"

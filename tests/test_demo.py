@@ -65,7 +65,7 @@ def test_a_checkpoint_fits_another_realisation_of_the_same_climate_only():
     assert "data.levels" in demo.checkpoint_misfit(fewer, exp)
 
 
-def test_the_baselines_a_run_makes_come_from_its_config(tmp_path):
+def test_the_baselines_a_run_makes_come_from_its_config():
     long = demo.experiment(quick=False, path=demo.CONFIGS / "small-long.yaml")
     assert demo.run_names(long) == ("weatherens", "persistence", "climatology")
     assert demo.run_names(demo.experiment(quick=True)) == demo.NAMES

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from weatherens import grid
-from weatherens.verify import metrics
+from weatherens.verify import metrics, regions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,4 @@ def per_init_crps_fair(forecast: xr.Dataset, truth: xr.Dataset, variable: str, l
     inits = f["time"].values
     y = y.sel(time=inits + lead).assign_coords(time=inits)
     crps = metrics.crps_fair(f.load(), y.load())
-    weights = xr.DataArray(grid.latitude_weights(f["latitude"].values), dims="latitude",
-                           coords={"latitude": f["latitude"]})
-    return (crps * weights).mean(["latitude", "longitude"]).values.astype(np.float64)
+    return regions.spatial_mean(crps, grid.latitude_weights(f["latitude"].values)).values.astype(np.float64)
