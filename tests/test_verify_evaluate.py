@@ -217,3 +217,29 @@ def test_runs_on_a_dask_distributed_cluster(stores):
         remote = score(fpath, tpath, variables=["2m_temperature"])
     for v in local.data_vars:
         np.testing.assert_allclose(remote[v].values, local[v].values, rtol=1e-12, err_msg=v)
+
+
+def test_per_init_scores_average_to_the_scores_and_match_the_paired_module(tmp_path):
+    """v_per_init holds each init's regional means: their mean over inits is the score, the fair CRPS
+    per init is `paired.per_init_crps_fair`'s (tested against a brute-force loop), and an init
+    without truth at a lead is NaN there, not dropped."""
+    from weatherens.verify import paired
+
+    truth = canonical_dataset(ntime=11, nlat=16, nlon=32)
+    fcst = make_forecast(canonical_dataset(ntime=40, nlat=16, nlon=32), slice(4, 9), members=4, noise=1.0,
+                         leads=(6, 12, 18))
+    s = score(write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr"))
+    per_init = s["temperature_per_init"]
+    assert per_init.dims == ("score", "init_time", "lead_time", "region", "level")
+    np.testing.assert_array_equal(per_init["init_time"].values, fcst["time"].values)
+    assert per_init.sel(lead_time=np.timedelta64(18, "h")).isnull().sum("init_time").sel(
+        score="crps_fair", region="global").values.tolist() == [1, 1]  # the last init's valid time has no truth
+    for name in ("crps", "crps_fair"):
+        np.testing.assert_allclose(per_init.sel(score=name).mean("init_time", skipna=True),
+                                   s["temperature"].sel(metric=name), rtol=1e-12)
+    np.testing.assert_allclose(np.sqrt(per_init.sel(score="mse").mean("init_time", skipna=True)),
+                               s["temperature"].sel(metric="rmse"), rtol=1e-12)
+    lead = np.timedelta64(12, "h")
+    expected = paired.per_init_crps_fair(fcst, truth, "temperature", 850, lead)
+    np.testing.assert_allclose(per_init.sel(score="crps_fair", lead_time=lead, region="global", level=850),
+                               expected, rtol=1e-6)

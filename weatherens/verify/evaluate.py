@@ -33,6 +33,9 @@ from weatherens.verify import forecast as fc
 
 REGIONS = ("global", "tropics", "extratropics_nh", "extratropics_sh")
 BASE_METRICS = ("crps", "crps_fair", "rmse", "spread", "ssr", "ssr_debiased", "acc")
+# Per-init regional means written as `v_per_init`: what paired comparisons of two forecasts need
+# (`weatherens.verify.paired`); RMSE and spread are the square roots of the init-mean of mse and var.
+PER_INIT_METRICS = ("crps", "crps_fair", "mse", "var")
 SOURCES = ("truth", "members", "ensemble_mean")
 
 
@@ -229,7 +232,9 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
     else:
         metric["rmse"] = np.sqrt(means["mse"])
     metric.update({k: v for k, v in means.items() if k.startswith("brier")})
-    out = {"metric": metric, "rank_histogram": (counts / counts.sum("rank")).transpose("region", ..., "rank")}
+    out = {"metric": metric, "rank_histogram": (counts / counts.sum("rank")).transpose("region", ..., "rank"),
+           "per_init": xr.concat([per_init[k] for k in PER_INIT_METRICS if k in per_init], dim="score").assign_coords(
+               score=[k for k in PER_INIT_METRICS if k in per_init])}
     for name in blocks.SPECTRA:
         if not spectra_parts:
             break
@@ -258,7 +263,9 @@ def evaluate(
     """Scores of `forecast` (from `forecast.open_forecast`) against `truth` (`forecast.open_truth`).
 
     Returns the scores dataset of the design doc: per variable v, `v` (metric, lead_time, region
-    [, level]); `v_rank_histogram` (lead_time, region [, level], rank); `v_sh_spectrum` and
+    [, level]); `v_per_init` (score, init_time, lead_time, region[, level]): the regional means of
+    PER_INIT_METRICS per init time before the mean over inits (NaN where an init has no truth at that
+    lead); `v_rank_histogram` (lead_time, region [, level], rank); `v_sh_spectrum` and
     `v_zonal_spectrum` (source, lead_time, ... wavenumber); `v_n_init` (lead_time). Variables and
     leads without truth are listed in attrs['missing'] and scored NaN, never dropped silently.
     Without a climatology, ACC uses the truth's own time mean at each point (right for the
@@ -318,7 +325,7 @@ def evaluate(
             finished = _finish_group(results[g], members)
             for j, i in enumerate(idx):
                 per_lead[i] = _one_lead(finished, j)
-        out.update(_assemble(v, f_all, per_lead, leads, n_init))
+        out.update(_assemble(v, f_all, per_lead, leads, n_init, inits))
     bar.close()
     scores = xr.Dataset(out)
     scores.attrs.update(
@@ -338,7 +345,7 @@ def _stack(items, leads, template_dim: str) -> xr.DataArray | None:
     return xr.concat([filler if x is None else x for x in items], dim="lead_time").assign_coords(lead_time=leads)
 
 
-def _assemble(v, f_all, per_lead, leads, n_init) -> dict[str, xr.DataArray]:
+def _assemble(v, f_all, per_lead, leads, n_init, inits) -> dict[str, xr.DataArray]:
     units = f_all.attrs.get("units", "")
     names = sorted({m for p in per_lead if p for m in p["metric"]}, key=lambda m: (
         BASE_METRICS.index(m) if m in BASE_METRICS else len(BASE_METRICS), m))
@@ -357,5 +364,12 @@ def _assemble(v, f_all, per_lead, leads, n_init) -> dict[str, xr.DataArray]:
             power = spectra.squared_units(units)
             out[f"{v}_{key}"] = stacked.assign_attrs(units={"rank_histogram": "1", "sh_spectrum": power,
                                                             "zonal_spectrum": f"{power} m".strip()}[key])
+    per_init = _stack([None if p is None else p["per_init"].reindex(time=inits) for p in per_lead], leads, "lead_time")
+    if per_init is not None:
+        per_init = per_init.rename(time="init_time")
+        order = [d for d in ("score", "init_time", "lead_time", "region", "level") if d in per_init.dims]
+        out[f"{v}_per_init"] = (per_init.transpose(*order)
+                                .assign_attrs(units=units, description="regional mean per init time; mse and var in "
+                                              "squared units"))
     out[f"{v}_n_init"] = xr.DataArray(np.array(n_init), dims="lead_time", coords={"lead_time": leads})
     return out
