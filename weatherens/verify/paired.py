@@ -1,22 +1,46 @@
-"""Is one ensemble better than another? A paired comparison of global fair CRPS over init times.
+"""Is one ensemble better than another? Paired per-init comparisons of two forecasts' scores, with intervals.
 
 Both forecasts are scored on the same init times against the same truth, so the per-init
 difference d_i = S_a(i) - S_b(i) removes the init-to-init variability the two share: the mean of
 d over n inits with its standard error s_d / sqrt(n) and paired t = mean / s.e. (Student's paired
 t statistic, the paired test of forecast verification: Hamill 1999, Weather and Forecasting 14,
-155-167). With n >= ~10, |t| > 2 is the usual "beyond the sampling noise"; inits a few days apart
-are nearly independent at leads of days (when they are not, the s.e. is too small).
+155-167). With n >= ~10, |t| > 2 is the usual "beyond the sampling noise".
+
+Inits 2.5 days apart are not independent: a weather regime that favours one forecast lasts longer
+than that, so d is serially correlated and s_d / sqrt(n) is too small (Geer 2016, "Significance of
+changes in medium-range forecast scores", Tellus A 68, 30229). `mean_interval` inflates it as an
+AR(1) process of lag-1 autocorrelation rho would need, `ratio_interval` and `compare` turn it into an
+interval on the scorecard's ratio of means (the WeatherBench 2 scorecard quantity, Rasp et al. 2024,
+JAMES 16, e2023MS004019), and `skill_fraction` gives an interval by the moving-block bootstrap
+(Künsch 1989, Annals of Statistics 17, 1217-1241; Wilks 1997, J. Climate 10, 65-82) for a statistic
+whose standard error has no simple formula. Geer 2016 also finds the AR(1) inflation somewhat too
+small for the scores of real forecasts (longer memory than AR(1)): read an interval that just
+excludes 1 as suggestive.
+
+- `paired_difference`   ratio of means, wins, mean difference, s.e., paired t (no serial correlation)
+- `per_init_crps_fair`  (n_init,) global fair CRPS of one channel at one lead, from the stores
+- `t_quantile`          Student t quantile for real degrees of freedom (no scipy at run time)
+- `mean_interval`       t-interval of the mean of a serially correlated series, AR(1)-inflated
+- `ratio_interval`      mean(a) / mean(b) with the interval of 1 + mean(a - b) / mean(b)
+- `moving_block_bootstrap`  percentile interval of any statistic of paired series, resampled in blocks
+- `skill_fraction`      (CRPS_clim - CRPS_ml) / (CRPS_clim - CRPS_limit) with a block-bootstrap interval
+- `compare`             `ratio_interval` over every lead (region, level, ...) of two `{v}_per_init` arrays
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
 
 from weatherens import grid
 from weatherens.verify import metrics, regions
+
+MAX_RHO = 0.95  # lag-1 autocorrelations are clipped to [0, MAX_RHO]: beyond, n_eff < n / 39 means "no information"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,3 +82,299 @@ def per_init_crps_fair(forecast: xr.Dataset, truth: xr.Dataset, variable: str, l
     y = y.sel(time=inits + lead).assign_coords(time=inits)
     crps = metrics.crps_fair(f.load(), y.load())
     return regions.spatial_mean(crps, grid.latitude_weights(f["latitude"].values)).values.astype(np.float64)
+
+
+def _betainc(a, b, x, max_iter: int = 1000) -> np.ndarray:
+    """Regularised incomplete beta function I_x(a, b), elementwise over broadcast arrays, float64.
+
+    I_x(a, b) = x^a (1-x)^b / (a B(a, b)) * 1/(1+ d_1/(1+ d_2/(1+ ...))), d_{2m+1} = -(a+m)(a+b+m) x /
+    ((a+2m)(a+2m+1)), d_{2m} = m (b-m) x / ((a+2m-1)(a+2m)), evaluated by the modified Lentz method; for
+    x > (a+1)/(a+b+2) through I_x(a, b) = 1 - I_{1-x}(b, a), where the fraction converges quickly (Press et
+    al. 2007, Numerical Recipes 3rd ed., section 6.4, `betacf`; Abramowitz & Stegun 26.5.8).
+    """
+    a, b, x = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (a, b, x)))
+    swap = x > (a + 1) / (a + b + 2)
+    p, q, y = np.where(swap, b, a), np.where(swap, a, b), np.where(swap, 1 - x, x)
+    tiny = 1e-300
+
+    def guard(v):
+        return np.where(np.abs(v) < tiny, tiny, v)
+
+    c, d = np.ones_like(y), 1 / guard(1 - (p + q) * y / (p + 1))
+    h = d
+    for m in range(1, max_iter + 1):
+        num = m * (q - m) * y / ((p + 2 * m - 1) * (p + 2 * m))  # even step d_{2m}
+        d, c = 1 / guard(1 + num * d), guard(1 + num / c)
+        h = h * d * c
+        num = -(p + m) * (p + q + m) * y / ((p + 2 * m) * (p + 2 * m + 1))  # odd step d_{2m+1}
+        d, c = 1 / guard(1 + num * d), guard(1 + num / c)
+        h = h * d * c
+        if not np.any(np.abs(d * c - 1) > 1e-15):  # NaN entries count as converged
+            break
+    lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
+    with np.errstate(divide="ignore"):
+        front = np.exp(lgamma(p + q) - lgamma(p) - lgamma(q) + p * np.log(y) + q * np.log1p(-y)) * h / p
+    return np.where(swap, 1 - front, front)
+
+
+def _betainc_inverse(a: np.ndarray, b: np.ndarray, target: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """x in [0, 1] with I_x(a, b) = target, elementwise: Newton's method from `start` with dI_x/dx =
+    x^(a-1) (1-x)^(b-1) / B(a, b) (Abramowitz & Stegun 26.5.1), safeguarded by bisection of a bracket
+    that shrinks at every step."""
+    lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
+    log_beta = lgamma(a) + lgamma(b) - lgamma(a + b)
+    lo, hi, x = np.zeros(target.shape), np.ones(target.shape), np.clip(start, 1e-300, 1 - 1e-16)
+    for _ in range(200):
+        g = _betainc(a, b, x) - target
+        lo, hi = np.where(g < 0, x, lo), np.where(g < 0, hi, x)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            new = x - g / np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - log_beta)
+        # done when the Newton step is below 1e-13 relative in x and in 1 - x (beyond, the rounding of I_x
+        # decides) or a few units in the last place of x, and I_x is close (no zero step from an overflow)
+        converged = (np.abs(new - x) <= np.maximum(1e-13 * np.minimum(x, 1 - x), 4 * np.spacing(x))) & (
+            np.abs(g) <= 1e-6 * target) | np.isnan(target)
+        if converged.all():
+            return np.where(g == 0, x, new)
+        x = np.where(converged | ((new > lo) & (new < hi)), new, (lo + hi) / 2)
+    return x
+
+
+def t_quantile(p, df) -> np.ndarray:
+    """Quantile of Student's t distribution with df > 0 (real) degrees of freedom, elementwise, float64.
+
+    With w = q^2 / (df + q^2), P(|T| < |q|) = I_w(1/2, df/2) = 1 - I_{1-w}(df/2, 1/2) (Abramowitz & Stegun
+    26.7.1 with 26.5.27). q = sqrt(df (1 - x) / x) from x = 1 - w solving I_x(df/2, 1/2) = 2 min(p, 1 - p)
+    in the tails, or q = sqrt(df w / (1 - w)) from w solving I_w(1/2, df/2) = |2p - 1| near the median
+    (whichever of x, w is small, so that it is resolved to full relative precision); negative for p < 1/2.
+    Agrees with tables and scipy to ~1e-10 relative (tests/test_verify_paired.py).
+    """
+    p, df = np.broadcast_arrays(np.asarray(p, np.float64), np.asarray(df, np.float64))
+    ok = (df > 0) & (p >= 0) & (p <= 1)  # else NaN
+    p, df = np.where(ok, p, 0.75), np.where(ok, df, 1.0)
+    tail = 2 * np.minimum(p, 1 - p)
+    in_tail = tail < 0.5
+    # start: the normal quantile (A&S 26.2.23, error < 4.5e-4) and the Cornish-Fisher terms of A&S 26.7.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.sqrt(-2 * np.log(np.clip(tail / 2, 1e-300, 0.5)))
+        z = s - (2.515517 + 0.802853 * s + 0.010328 * s**2) / (1 + 1.432788 * s + 0.189269 * s**2 + 0.001308 * s**3)
+        q0 = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        start = np.where(in_tail, df / (df + q0**2), q0**2 / (df + q0**2))
+    half = np.full(p.shape, 0.5)
+    y = _betainc_inverse(np.where(in_tail, df / 2, half), np.where(in_tail, half, df / 2),
+                         np.where(in_tail, tail, np.abs(2 * p - 1)), start)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.sqrt(df * np.where(in_tail, (1 - y) / y, y / (1 - y)))
+    q = np.where(p == 0.5, 0.0, np.where(np.minimum(p, 1 - p) == 0, np.inf, q))
+    return np.where(ok, np.where(p < 0.5, -q, q), np.nan)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanInterval:
+    """Confidence interval of the mean of a serially correlated series (`mean_interval`).
+
+    Fields are floats (n an int) for a (n,) series and (...) arrays for a (..., n) one."""
+
+    mean: float  # mean of the finite entries
+    low: float  # mean -/+ t_{(1+confidence)/2, max(n_eff - 1, 1)} * standard_error
+    high: float
+    standard_error: float  # s / sqrt(n_eff) = s / sqrt(n) * sqrt((1 + rho) / (1 - rho)); s the s.d. (ddof 1)
+    rho: float  # lag-1 autocorrelation, clipped to [0, MAX_RHO]
+    n: int  # finite entries
+    n_eff: float  # effective sample size n (1 - rho) / (1 + rho)
+
+
+def _mean_interval(d: np.ndarray, valid: np.ndarray, confidence: float) -> MeanInterval:
+    """`mean_interval` of the (..., n) series d over its entries where `valid` (the caller's pairing)."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    n = valid.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(valid, d, 0.0).sum(-1) / n
+        dev = np.where(valid, d - mean[..., None], 0.0)  # 0 where missing: no lag-1 product across a gap
+        c0 = (dev * dev).sum(-1)
+        rho = np.clip(np.nan_to_num((dev[..., 1:] * dev[..., :-1]).sum(-1) / c0, nan=0.0), 0.0, MAX_RHO)
+        n_eff = n * (1 - rho) / (1 + rho)
+        se = np.where(n >= 2, np.sqrt(c0 / (n - 1) / n_eff), np.nan)
+        half = t_quantile((1 + confidence) / 2, np.maximum(n_eff - 1, 1.0)) * se
+    out = dict(mean=mean, low=mean - half, high=mean + half, standard_error=se, rho=rho, n=n, n_eff=n_eff)
+    if d.ndim == 1:
+        return MeanInterval(**{k: int(v) if k == "n" else float(v) for k, v in out.items()})
+    return MeanInterval(**out)
+
+
+def mean_interval(d, confidence: float = 0.95) -> MeanInterval:
+    """Confidence interval of the mean of d, a (n,) series (or (..., n), one per leading index) ordered in
+    time along its last axis at equal spacing (the per-init score differences of two forecasts).
+
+    NaN entries are dropped: n counts the finite ones; the lag-1 products skip a gap (an interior NaN),
+    so inits that are not neighbours are never paired. With m the mean and s^2 = sum (d_i - m)^2 / (n - 1):
+
+        rho   = sum_i (d_i - m)(d_{i+1} - m) / sum_i (d_i - m)^2     lag-1 autocorrelation (Box & Jenkins),
+                clipped to [0, MAX_RHO] (a negative estimate is noise for forecast scores, Geer 2016)
+        n_eff = n (1 - rho) / (1 + rho)                             the AR(1) effective sample size
+        s.e.  = s / sqrt(n_eff)                                     variance inflated by (1+rho)/(1-rho)
+        mean -/+ t_{(1 + confidence)/2, max(n_eff - 1, 1)} s.e.
+
+    For an AR(1) process var(mean) -> sigma^2 (1 + rho) / ((1 - rho) n): the inflation of Geer 2016
+    (Tellus A 68, 30229, section 5) and Wilks 2011 (Statistical Methods in the Atmospheric Sciences,
+    eq. 5.12), with n_eff - 1 degrees of freedom in the Student t quantile. rho estimated from few inits
+    is biased low (by about (1 + 4 rho) / n), so the interval is a little short for n of a few tens.
+    """
+    d = np.asarray(d, np.float64)
+    if d.ndim < 1:
+        raise ValueError(f"mean_interval needs a (..., n) series, got shape {d.shape}")
+    return _mean_interval(d, np.isfinite(d), confidence)
+
+
+@dataclasses.dataclass(frozen=True)
+class RatioInterval:
+    """mean(a) / mean(b) with its interval from the paired differences (`ratio_interval`).
+
+    Fields are floats for (n,) series and (...) arrays for (..., n) ones."""
+
+    ratio: float  # mean(a) / mean(b) over the inits where both are finite
+    low: float  # 1 + difference.low / mean(b)
+    high: float  # 1 + difference.high / mean(b)
+    significant: bool  # the interval excludes 1 (low > 1 or high < 1)
+    difference: MeanInterval  # of d = a - b
+
+
+def _ratio_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> RatioInterval:
+    if a.shape != b.shape or a.ndim < 1:
+        raise ValueError(f"paired scores need two equal (..., n) arrays, got {a.shape} and {b.shape}")
+    valid = np.isfinite(a) & np.isfinite(b)
+    diff = _mean_interval(a - b, valid, confidence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = valid.sum(-1)
+        mean_a, mean_b = np.where(valid, a, 0.0).sum(-1) / n, np.where(valid, b, 0.0).sum(-1) / n
+        ends = 1 + np.stack([np.asarray(diff.low), np.asarray(diff.high)]) / mean_b  # swapped if mean(b) < 0
+        low, high, ratio = np.min(ends, 0), np.max(ends, 0), mean_a / mean_b
+    significant = (low > 1) | (high < 1)
+    if a.ndim == 1:
+        return RatioInterval(float(ratio), float(low), float(high), bool(significant), diff)
+    return RatioInterval(ratio, low, high, significant, diff)
+
+
+def ratio_interval(a, b, confidence: float = 0.95) -> RatioInterval:
+    """The scorecard ratio mean(a) / mean(b) of two forecasts' per-init scores (n,) (or (..., n)), paired
+    by init and ordered in time along the last axis, with the interval of its paired differences.
+
+    Inits where a or b is NaN are dropped from both. ratio = mean(a) / mean(b) = 1 + mean(d) / mean(b),
+    d = a - b, so the interval is 1 + (`mean_interval` of d) / mean(b): mean(b) is taken as known (its
+    sampling error is second order near ratio 1), and "the interval excludes 1" is exactly the paired test
+    of mean(d) = 0 (Hamill 1999, Wea. Forecasting 14, 155-167) with the AR(1) inflation of Geer 2016.
+    WeatherBench 2 scorecards show this ratio as 100 (ratio - 1) % (Rasp et al. 2024, JAMES 16).
+    """
+    return _ratio_interval(np.asarray(a, np.float64), np.asarray(b, np.float64), confidence)
+
+
+def default_block(n: int) -> int:
+    """Block length ceil(n^(1/3)) for `moving_block_bootstrap` of n inits.
+
+    The block length that minimises the mean squared error of block-bootstrap variance and distribution
+    estimates grows as n^(1/3) (Hall, Horowitz & Jing 1995, Biometrika 82, 561-574; Künsch 1989); the
+    constant depends on the unknown correlation, and 1 is the natural scale. 60 inits 2.5 days apart give
+    blocks of 4 (10 days), a year of them blocks of 6 (15 days): longer than the few days over which
+    score differences of medium-range forecasts decorrelate. Blocks that are too short make the interval
+    too narrow; pass `block` when the series is known to remember longer.
+    """
+    return max(1, math.ceil(n ** (1 / 3) - 1e-9))
+
+
+def moving_block_bootstrap(statistic: Callable[..., np.ndarray], series: tuple, block: int | None = None,
+                           n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
+                           circular: bool = True) -> tuple[float, float]:
+    """Percentile interval of statistic(*series) by the moving-block bootstrap, resampling the series jointly.
+
+    series: (n,) arrays paired by init and ordered in time; each replicate is ceil(n / block) blocks of
+    `block` consecutive inits (the same blocks in every series, which keeps the pairing), cut to n.
+    statistic: called once with the replicates, each (n_boot, n), and must reduce the last axis to
+    (n_boot,) values (e.g. `lambda a, b: a.mean(-1) / b.mean(-1)`). Blocks start anywhere and wrap around
+    the end when `circular` (Politis & Romano 1992, so every init is drawn equally often), or start in
+    [0, n - block] (Künsch 1989, Annals of Statistics 17, 1217-1241); in both, dependence within a block
+    is kept (Wilks 1997, J. Climate 10, 65-82). Interval: the (1 -/+ confidence)/2 quantiles of the
+    finite-or-infinite replicates (NaN ones dropped). block: `default_block(n)` when None.
+    """
+    xs = [np.asarray(s, np.float64) for s in series]
+    n = xs[0].shape[0] if xs else 0
+    if not xs or any(x.shape != (n,) for x in xs) or n < 2:
+        raise ValueError(f"moving_block_bootstrap needs equal (n,) series with n >= 2, got "
+                         f"{[x.shape for x in xs]}")
+    block = default_block(n) if block is None else int(block)
+    if not 1 <= block <= n:
+        raise ValueError(f"block must lie in [1, {n}], got {block}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    k = math.ceil(n / block)
+    starts = rng.integers(0, n if circular else n - block + 1, size=(n_boot, k))
+    index = ((starts[..., None] + np.arange(block)) % n).reshape(n_boot, k * block)[:, :n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.asarray(statistic(*(x[index] for x in xs)), np.float64)
+    if values.shape != (n_boot,):
+        raise ValueError(f"statistic must return (n_boot,) = ({n_boot},) values, got {values.shape}")
+    low, high = np.nanquantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
+class SkillFraction(NamedTuple):
+    """(value, low, high) of `skill_fraction`, and the inits used."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+
+
+def _skill_fraction(clim: np.ndarray, ml: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """(mean(clim) - mean(ml)) / (mean(clim) - mean(limit)) over the last axis."""
+    c = clim.mean(-1)
+    return (c - ml.mean(-1)) / (c - limit.mean(-1))
+
+
+def skill_fraction(clim, ml, limit, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                   block: int | None = None) -> SkillFraction:
+    """How far a forecast goes from climatology towards a limit: (mean(clim) - mean(ml)) / (mean(clim) -
+    mean(limit)) of three (n,) per-init score series (e.g. fair CRPS) paired by init, ordered in time.
+
+    0: no better than climatology; 1: as good as the limit (e.g. the best available ensemble). The
+    percentile interval comes from `moving_block_bootstrap` of the triples (clim_i, ml_i, limit_i), which
+    keeps both the pairing and the serial correlation (Künsch 1989; Wilks 1997); a ratio of means has no
+    simple standard error. Inits where any of the three is NaN are dropped.
+    """
+    c, m, lim = (np.asarray(x, np.float64) for x in (clim, ml, limit))
+    if not c.shape == m.shape == lim.shape or c.ndim != 1:
+        raise ValueError(f"skill_fraction needs three equal (n,) series, got {c.shape}, {m.shape}, {lim.shape}")
+    keep = np.isfinite(c) & np.isfinite(m) & np.isfinite(lim)
+    c, m, lim = c[keep], m[keep], lim[keep]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = float(_skill_fraction(c, m, lim))
+    low, high = moving_block_bootstrap(_skill_fraction, (c, m, lim), block, n_boot, seed, confidence)
+    return SkillFraction(value, low, high, int(keep.sum()))
+
+
+def compare(per_init_a: xr.DataArray, per_init_b: xr.DataArray, confidence: float = 0.95) -> xr.Dataset:
+    """`ratio_interval` of forecast a against forecast b at every index of their other dims (lead_time,
+    region, level, ...), init_time reduced: the scorecard's ratios with their intervals.
+
+    per_init_a, per_init_b: per-init scores with dim init_time (sorted, equally spaced: `weatherens verify`'s
+    `{v}_per_init` selected to one metric), aligned on their common coordinates (inner join: only the
+    inits both scored are paired) and broadcast. Returns a Dataset over the other dims with ratio, low,
+    high, significant (bool), difference (mean of a - b), standard_error (of that mean), rho, n (finite
+    pairs) and n_eff; attrs confidence. Non-index coords of a that do not involve init_time are kept.
+    """
+    if "init_time" not in per_init_a.dims or "init_time" not in per_init_b.dims:
+        raise ValueError(f"compare needs per-init scores with dim init_time, got {per_init_a.dims} and "
+                         f"{per_init_b.dims}")
+    a, b = xr.align(per_init_a, per_init_b.reset_coords(drop=True), join="inner")
+    a, b = xr.broadcast(a, b)
+    a = a.transpose(..., "init_time")
+    b = b.transpose(*a.dims)
+    r = _ratio_interval(a.values.astype(np.float64), b.values.astype(np.float64), confidence)
+    dims = a.dims[:-1]
+    coords = {k: v for k, v in a.coords.items() if "init_time" not in v.dims}
+    variables = dict(ratio=r.ratio, low=r.low, high=r.high, significant=r.significant,
+                     difference=r.difference.mean, standard_error=r.difference.standard_error,
+                     rho=r.difference.rho, n=r.difference.n, n_eff=r.difference.n_eff)
+    return xr.Dataset({k: (dims, np.asarray(v)) for k, v in variables.items()}, coords=coords,
+                      attrs={"confidence": confidence})

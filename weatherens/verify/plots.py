@@ -379,3 +379,73 @@ def all_plots(scores_list: ScoresLike, out_dir, baseline: ScoresLike | None = No
     if base is not None:
         paths += scorecard(scores, base, out_dir)
     return paths + spectra(scores, out_dir) + rank_histograms(scores, out_dir)
+
+
+def paired_scorecard_figure(table: xr.Dataset, title: str, higher_is_better: bool = False,
+                            faded_alpha: float = 0.3) -> Figure:
+    """Scorecard with significance, as WeatherBench 2 (Rasp et al. 2024, JAMES 16) and ECMWF scorecards draw it.
+
+    table: dims (baseline, channel, lead_time) with ratio (forecast score / baseline score), significant
+    (bool: the interval of the ratio excludes 1), e.g. `weatherens.verify.paired.compare` of each
+    channel concatenated; attrs confidence (0.95 when absent). One panel per baseline, rows the
+    channels, columns the leads (labelled in days). Cell colour: 100 (ratio - 1) % on a diverging map
+    centred at 0, blue = forecast better (ratio < 1; > 1 when `higher_is_better`), as `scorecard_figures`.
+    Cells whose difference is significant are opaque with the percentage in bold; the others are faded
+    (face alpha `faded_alpha` over white) and hatched, their number in grey; NaN cells are grey. The cells
+    are PatchCollections per panel, labelled "significant", "not significant" and "missing".
+    """
+    from matplotlib.cm import ScalarMappable  # local: the module's imports belong to its older functions
+    from matplotlib.collections import PatchCollection
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
+    table = table.transpose("baseline", "channel", "lead_time")
+    rel = 100 * (table["ratio"].values.astype(np.float64) - 1)  # (baseline, channel, lead) [%]
+    significant = table["significant"].values.astype(bool) & np.isfinite(rel)
+    finite = np.abs(rel[np.isfinite(rel)])
+    lim = float(np.clip(finite.max() if finite.size else 1.0, 1.0, 100.0))
+    cmap, norm = matplotlib.colormaps["RdBu" if higher_is_better else "RdBu_r"], Normalize(-lim, lim)
+    nbase, nrow, ncol = rel.shape
+    fig = Figure(figsize=(max(6.0, 0.32 * ncol + 3.5), max(2.8, nbase * (0.4 * nrow + 0.8) + 1.0)),
+                 layout="constrained")
+    axes = fig.subplots(nbase, 1, sharex=True, squeeze=False)[:, 0]
+    days = _days(table["lead_time"].values)
+    ticks = [i for i, d in enumerate(days) if float(d).is_integer()] or list(range(ncol))  # whole days
+    ticks = ticks[:: int(np.ceil(len(ticks) / 20))]
+    for ax, name, r, s in zip(axes, table["baseline"].values, rel, significant):
+        ax.set_facecolor("w")  # faded cells are their colour blended with white
+        for label, mask in (("significant", s), ("not significant", ~s & np.isfinite(r)), ("missing", ~np.isfinite(r))):
+            cells = np.argwhere(mask)  # (k, 2) rows, columns
+            if not len(cells):
+                continue
+            colours = cmap(norm(np.nan_to_num(r[cells[:, 0], cells[:, 1]])))
+            colours[:, :3] = 0.85 if label == "missing" else colours[:, :3]
+            colours[:, 3] = faded_alpha if label == "not significant" else 1.0
+            ax.add_collection(PatchCollection(
+                [Rectangle((c - 0.5, row - 0.5), 1, 1) for row, c in cells], facecolors=colours,
+                edgecolors="0.6" if label == "not significant" else "w", linewidths=0.0 if label == "not significant"
+                else 0.6, hatch="///" if label == "not significant" else None, label=label))
+        if nrow * ncol <= MAX_ANNOTATED_CELLS:
+            for (row, c), v in np.ndenumerate(r):
+                if np.isfinite(v):
+                    ax.text(c, row, f"{v:+.0f}" if abs(v) >= 9.95 else f"{v:+.1f}", ha="center", va="center",
+                            fontsize=6, fontweight="bold" if s[row, c] else "normal",
+                            color=("w" if abs(v) > 0.6 * lim else "k") if s[row, c] else "0.35")
+        ax.set_xlim(-0.5, ncol - 0.5)
+        ax.set_ylim(nrow - 0.5, -0.5)
+        ax.set_yticks(range(nrow), [str(c) for c in table["channel"].values])
+        ax.set_title(f"vs {name}", fontsize=9)
+    axes[-1].set_xticks(ticks, [f"{days[i]:g}" for i in ticks])
+    axes[-1].set_xlabel("lead time [days]")
+    bar = fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes),
+                       extend="both" if finite.size and finite.max() > lim else "neither")
+    bar.set_label("100 (ratio - 1) [%]")
+    confidence = float(table.attrs.get("confidence", 0.95))
+    fig.suptitle(f"{title}\nfaded, hatched: the {100 * confidence:g} % interval includes 0", fontsize=10)
+    return fig
+
+
+def paired_scorecard(table: xr.Dataset, out_dir, name: str, higher_is_better: bool = False) -> list[Path]:
+    """Write `paired_scorecard_figure(table, name)` as <out_dir>/paired_scorecard_<name>.png; returns the path."""
+    return _write({_stem("paired_scorecard", name): paired_scorecard_figure(table, name, higher_is_better)},
+                  out_dir)
