@@ -22,10 +22,11 @@ def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
     run_dir = runs / "demo-quick"
     for name in demo.NAMES:
         fc = xr.open_zarr(run_dir / "forecasts" / f"{name}.zarr", consolidated=False)
-        assert int(fc["init_complete"].sum()) == fc.sizes["time"] == 2
+        assert int(fc["init_complete"].sum()) == fc.sizes["time"] == exp.demo.max_inits
         scores = xr.open_dataset(run_dir / f"scores.{name}.nc")
         assert json.loads(scores.attrs["missing"]) == {}
-    assert "| geopotential@500 | 6 h |" in out and "÷ persistence" in out
+    assert "| geopotential@500 | 6 h |" in out and "÷ persistence" in out and "skill fraction" in out
+    assert "± " in out and "AR(1)" in out  # every ratio with its interval
     scores = {name: xr.load_dataset(run_dir / f"scores.{name}.nc") for name in demo.NAMES}
     for variable, level in demo.SCORECARD_CHANNELS:  # the shipped tiny model already beats persistence
         ml, base = scores["weatherens"][variable], scores["persistence"][variable]
@@ -35,7 +36,13 @@ def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
         assert float(ratio.max()) < 1.0, (variable, ratio.values)
     report = (run_dir / "report.md").read_text()
     assert "## Scorecard" in report and "![skill_" in report
-    assert any((run_dir / "figures").glob("scorecard_*.png"))
+    assert any((run_dir / "figures").glob("paired_scorecard_*.png"))
+    scores_ml = scores["weatherens"]["temperature_per_init"]
+    assert scores_ml.sizes["init_time"] == exp.demo.max_inits
+    table = demo.interval_table(scores)
+    assert set(table["baseline"].values) == set(demo.NAMES[1:])
+    persistence = table.sel(baseline="persistence")  # the tiny model's lead over persistence is significant
+    assert bool(persistence["significant"].all()) and float(persistence["high"].max()) < 1.0
     # a second run reuses every stage, the scores included
     outputs = [*(run_dir / "forecasts").glob("*.zarr/zarr.json"), *run_dir.glob("scores.*.nc")]
     mtimes = {p: p.stat().st_mtime_ns for p in outputs}
@@ -71,3 +78,22 @@ def test_the_baselines_a_run_makes_come_from_its_config():
     assert demo.run_names(demo.experiment(quick=True)) == demo.NAMES
     with pytest.raises(config.ConfigError, match=r"demo.baselines \['ifs'\] unknown"):
         demo.experiment(quick=True, overrides=("demo.baselines=[persistence, ifs]",))
+
+
+def test_demo_inits_are_spread_over_the_test_split(tmp_path):
+    """Every init_every_hours from the test split's start, each with its whole forecast inside the test
+    split and the archive, at most max_inits."""
+    import numpy as np
+    import pandas as pd
+
+    times = pd.date_range("2000-05-25", "2000-06-30T18", freq="6h").values
+    world = tmp_path / "w.zarr"
+    xr.Dataset(coords={"time": times}).to_zarr(world)
+    exp = demo.experiment(quick=False)
+    inits = demo.demo_inits(world, exp)
+    want = np.arange(np.datetime64("2000-06-01T00"), np.datetime64("2000-06-21T00"), np.timedelta64(60, "h"))[:8]
+    np.testing.assert_array_equal(inits, want.astype("datetime64[ns]"))
+    assert inits[-1] + np.timedelta64(240, "h") <= times[-1]
+    short = demo.experiment(quick=False, overrides=("demo.lead_hours=1000",))  # 41.7 days
+    with pytest.raises(ValueError, match="no init time every 60 h in the test split"):
+        demo.demo_inits(world, short)

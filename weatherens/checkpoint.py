@@ -100,7 +100,9 @@ def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
 
 
 def predictor_from(meta: dict, arrays: dict) -> Predictor:
-    exp = config.from_dict(meta["config"], "checkpoint config")
+    # The demo section says how the training run's demo was scored, not what the model is; checkpoints
+    # keep the demo settings of the version that wrote them.
+    exp = config.from_dict({k: v for k, v in meta["config"].items() if k != "demo"}, "checkpoint config")
     static = arrays.get("static", np.zeros((0, arrays["lat"].size, arrays["lon"].size), np.float32))
     return Predictor(exp.model, meta["channels"], meta["forcings"], arrays["lat"], arrays["lon"],
                      arrays["mean"], arrays["std"], arrays["residual_std"], static)

@@ -94,8 +94,17 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     else:
         from weatherens.infer import physics_ensemble
 
-        run = physics_ensemble.perfect_model_ensemble if args.kind == "perfect" else physics_ensemble.archived_fields_ensemble
-        path = run(store, inits, args.members, args.lead_hours, args.out, seed=args.seed, **common)
+        if args.kind == "perfect":
+            path = physics_ensemble.perfect_model_ensemble(store, inits, args.members, args.lead_hours, args.out,
+                                                           amplitude_k=args.amplitude_k, seed=args.seed, **common)
+        else:
+            kw = dict(perturbation_scale=args.perturbation_scale, error_span=exp.data.train, seed=args.seed, **common)
+            if args.kind == "archived":
+                path = physics_ensemble.archived_fields_ensemble(store, inits, args.members, args.lead_hours, args.out,
+                                                                 resolution=args.resolution, **kw)
+            else:
+                path = physics_ensemble.predictability_limit_ensemble(store, inits, args.members, args.lead_hours,
+                                                                      args.out, **kw)
     print(f"{args.kind}: {path}")
     return 0
 
@@ -219,10 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("baseline", help="persistence, climatological or physics ensembles in the same format")
-    p.add_argument("--kind", choices=("persistence", "climatology", "perfect", "archived"), required=True,
-                   help="persistence; climatology (training-years trajectories); perfect (the world's own model "
-                        "from its exact saved state); archived (dinosaur at lower resolution from archived fields)")
-    p.add_argument("--data", help="the truth store (a physics world for perfect/archived); default config data.store")
+    p.add_argument("--kind", choices=("persistence", "climatology", "archived", "limit", "perfect"), required=True,
+                   help="persistence; climatology (training-years trajectories); archived (the operational analogue: "
+                        "dinosaur at --resolution from the analysis of the archived fields, perturbed with the "
+                        "archive's analysis errors); limit (the predictability limit: the world's own model from the "
+                        "same analysis and perturbations); perfect (a diagnostic of intrinsic predictability: the "
+                        "world's model from its exact saved state plus white noise)")
+    p.add_argument("--data", help="the truth store (a physics world for archived/limit/perfect); default config data.store")
+    p.add_argument("--resolution", default="T21", help="archived: the model's truncation (default T21)")
+    p.add_argument("--perturbation-scale", type=float, default=1.0,
+                   help="archived/limit: x the analysis-error perturbations learnt on the config's train split")
+    p.add_argument("--amplitude-k", type=float, default=0.1, help="perfect: white-noise temperature std in K")
     p.add_argument("--members", type=int, default=1, help="ensemble size (not for persistence)")
     p.add_argument("--window-days", type=float, default=None,
                    help="climatology: days of year around the init's to draw from (default: all training times)")

@@ -3,12 +3,14 @@
 1. build (or reuse from the cache) the physics world;
 2. take the shipped checkpoint trained by `weatherens train` on that world (`checkpoints/<name>`), or
    train one with --retrain (or when the shipped one was trained on another world);
-3. a hindcast of the ML ensemble over the test split, from the world's saved-state times (so that the
-   perfect-model ensemble can start from the exact truth);
-4. the baselines: persistence, the climatological ensemble, the physics ensemble from the archived
-   fields (the IFS-ENS analogue) and the perfect-model ensemble from the exact truth (the limit);
+3. a hindcast of the ML ensemble from init times spread over the test split;
+4. the baselines: persistence, the climatological ensemble, the operational analogue (a cheaper
+   physics model from the analysis of the archived fields, perturbed with the archive's analysis
+   errors) and the predictability limit (the world's own model from the same analysis and
+   perturbations);
 5. `weatherens verify` of all five against the world, with figures;
-6. a scorecard table (printed) and a Markdown report with the figures in RUN_DIR.
+6. a scorecard (printed) whose ratios carry 95 % intervals from the paired per-init scores, and a
+   Markdown report with the figures in RUN_DIR.
 
 Every stage is reused when its output is already there, so a second run is quick and a killed run
 goes on where it stopped.
@@ -30,13 +32,13 @@ from weatherens.data import world_store
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SHIPPED = ROOT / "checkpoints"
-NAMES = ("weatherens", "persistence", "climatology", "physics_archived", "physics_perfect")
+NAMES = ("weatherens", "persistence", "climatology", "physics_analogue", "physics_limit")
 SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None))
 # Scored at every level (the time budget: `weatherens verify` of the forecasts in RUN_DIR/forecasts
 # scores the winds and surface pressure too).
 SCORED_VARIABLES = tuple(dict.fromkeys(v for v, _ in SCORECARD_CHANNELS))
-ENSEMBLES_WITH_SPECTRA = ("weatherens", "physics_archived", "physics_perfect")  # the rest: scores only (time)
-SCORES_SUFFIXES = ("rank_histogram", "sh_spectrum", "zonal_spectrum", "n_init")
+ENSEMBLES_WITH_SPECTRA = ("weatherens", "physics_analogue", "physics_limit")  # the rest: scores only (time)
+SCORES_SUFFIXES = ("rank_histogram", "sh_spectrum", "zonal_spectrum", "n_init", "per_init")
 SCORECARD_LEADS_H = (6, 24, 48, 72, 120, 168, 240)
 
 
@@ -133,18 +135,17 @@ def checkpoint_dir(exp: config.Experiment, world: Path, cache: Path, retrain: bo
 
 
 def demo_inits(world: Path, exp: config.Experiment) -> np.ndarray:
-    """Saved-state times inside the test split whose whole forecast has truth, at most max_inits."""
-    from weatherens.data import world as world_mod
-
-    state_times, _ = world_mod.load_truth_states(world)
-    last = xr.open_zarr(world)["time"].values[-1]
-    test = exp.data.test
-    lead = np.timedelta64(exp.demo.lead_hours, "h")
-    ok = (state_times >= np.datetime64(test.start)) & (state_times <= np.datetime64(test.end)) & (state_times + lead <= last)
-    inits = state_times[ok][: exp.demo.max_inits]
+    """Init times every `demo.init_every_hours` from the test split's start whose whole forecast lies in
+    the test split and the archive, at most `demo.max_inits`."""
+    times = xr.open_zarr(world)["time"].values
+    test, d = exp.data.test, exp.demo
+    lead = np.timedelta64(d.lead_hours, "h")
+    start, end = np.datetime64(test.start, "ns"), min(np.datetime64(test.end, "ns"), times[-1])
+    candidates = np.arange(start, end + np.timedelta64(1, "ns"), np.timedelta64(d.init_every_hours, "h"))
+    inits = candidates[np.isin(candidates, times) & (candidates + lead <= end)][: d.max_inits]
     if inits.size == 0:
-        raise ValueError(f"{world}: no saved truth state in the test split {test.start}..{test.end} with "
-                         f"{exp.demo.lead_hours} h of truth after it")
+        raise ValueError(f"{world}: no init time every {d.init_every_hours} h in the test split {test.start}..{test.end} "
+                         f"with {d.lead_hours} h of truth after it")
     return inits
 
 
@@ -172,10 +173,12 @@ def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray
         "persistence": lambda p: baselines.persistence(str(world), inits, d.lead_hours, p, **common),
         "climatology": lambda p: baselines.climatology(str(world), inits, d.members, d.lead_hours, p,
                                                        train=exp.data.train, **common),
-        "physics_archived": lambda p: physics_ensemble.archived_fields_ensemble(
-            world, inits, d.archived_members, d.lead_hours, p, amplitude_k=d.archived_amplitude_k, progress=progress),
-        "physics_perfect": lambda p: physics_ensemble.perfect_model_ensemble(
-            world, inits, d.perfect_members, d.lead_hours, p, amplitude_k=d.perfect_amplitude_k, progress=progress),
+        "physics_analogue": lambda p: physics_ensemble.archived_fields_ensemble(
+            world, inits, d.analogue_members, d.lead_hours, p, resolution=d.analogue_resolution,
+            perturbation_scale=d.analogue_scale, error_span=exp.data.train, progress=progress),
+        "physics_limit": lambda p: physics_ensemble.predictability_limit_ensemble(
+            world, inits, d.limit_members, d.lead_hours, p, perturbation_scale=d.limit_scale,
+            error_span=exp.data.train, progress=progress),
     }
     paths = {}
     for name in run_names(exp):
@@ -208,24 +211,98 @@ def _lead_label(hours: int) -> str:
     return f"{hours // 24} d" if hours % 24 == 0 else f"{hours} h"
 
 
+def per_init_crps(scores: xr.Dataset, variable: str, level) -> xr.DataArray:
+    """(init_time, lead_time) global fair CRPS per init (a one-member forecast's CRPS: its absolute error)."""
+    from weatherens.verify import plots
+
+    da = scores[f"{variable}_per_init"].sel(region="global")
+    if level is not None:
+        da = da.sel(level=level)
+    return da.sel(score=plots.available_metric(scores, "crps_fair"))
+
+
+def interval_table(scores: dict[str, xr.Dataset], lead_hours: int | None = None) -> xr.Dataset:
+    """The ML ensemble's global fair CRPS against each baseline's: `paired.compare` per (baseline,
+    channel, lead_time), i.e. the ratio of mean CRPS with its 95 % interval from the paired per-init
+    differences (AR(1)-inflated t-interval, Geer 2016) and whether the difference is significant.
+    Leads: SCORECARD_LEADS_H up to lead_hours, or every lead when lead_hours is None."""
+    from weatherens.verify import paired
+
+    ml, others = scores[NAMES[0]], [n for n in NAMES[1:] if n in scores]
+    rows = []
+    for name in others:
+        per_channel = []
+        for variable, level in SCORECARD_CHANNELS:
+            if variable not in ml or variable not in scores[name]:
+                continue
+            table = paired.compare(per_init_crps(ml, variable, level), per_init_crps(scores[name], variable, level))
+            per_channel.append(table.drop_vars([c for c in table.coords if c != "lead_time"])
+                               .expand_dims(channel=[_channel_label(variable, level)]))
+        rows.append(xr.concat(per_channel, dim="channel").expand_dims(baseline=[name]))
+    table = xr.concat(rows, dim="baseline")
+    if lead_hours is not None:
+        leads = [np.timedelta64(h, "h") for h in SCORECARD_LEADS_H if h <= lead_hours]
+        table = table.sel(lead_time=leads)
+    return table
+
+
+def skill_fraction_table(scores: dict[str, xr.Dataset], lead_hours: int) -> dict[tuple[str, int], object]:
+    """{(channel, lead hours): paired.SkillFraction} of the ML ensemble between climatology (0) and the
+    predictability limit (1), from the per-init fair CRPS (moving-block bootstrap interval)."""
+    from weatherens.verify import paired
+
+    if not {"climatology", "physics_limit"} <= set(scores):
+        return {}
+    out = {}
+    for variable, level in SCORECARD_CHANNELS:
+        series = [per_init_crps(scores[n], variable, level) for n in ("climatology", NAMES[0], "physics_limit")]
+        for h in SCORECARD_LEADS_H:
+            if h <= lead_hours:
+                at = [s.sel(lead_time=np.timedelta64(h, "h")).values for s in series]
+                out[(_channel_label(variable, level), h)] = paired.skill_fraction(*at)
+    return out
+
+
+def _ratio_cell(row: xr.Dataset) -> str:
+    """'0.97 ± 0.02 ▼': the ratio, half its 95 % interval, ▼ / ▲ where significantly better / worse."""
+    ratio, half = float(row["ratio"]), (float(row["high"]) - float(row["low"])) / 2
+    if not np.isfinite(ratio):
+        return "–"
+    mark = (" ▼" if ratio < 1 else " ▲") if bool(row["significant"]) else ""
+    digits = 3 if abs(ratio - 1) < 0.1 else 2
+    return f"{ratio:.{digits}f} ± {half:.{digits}f}{mark}"
+
+
 def scorecard(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
-    """Markdown table: ML fair CRPS and its ratio to each baseline's (one-member baselines: CRPS = MAE),
-    RMSE and debiased SSR, for z500, t850 and the near-surface temperature."""
+    """Markdown table: the ML ensemble's global fair CRPS, its ratio to each baseline's with the 95 %
+    interval and a significance mark (`interval_table`), its skill fraction between climatology and the
+    predictability limit, RMSE and debiased SSR, for z500, t850 and the near-surface temperature."""
     leads = [h for h in SCORECARD_LEADS_H if h <= lead_hours]
-    others = [n for n in NAMES[1:] if n in scores]
+    table = interval_table(scores, lead_hours)
+    fractions = skill_fraction_table(scores, lead_hours)
+    others = [str(b) for b in table["baseline"].values]
     head = ("| variable | lead | fair CRPS | " + " | ".join(f"÷ {n}" for n in others)
-            + " | RMSE | SSR (debiased) |")
+            + (" | skill fraction" if fractions else "") + " | RMSE | SSR (debiased) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    ml = scores["weatherens"]
+    ml = scores[NAMES[0]]
     for variable, level in SCORECARD_CHANNELS:
         if variable not in ml:
             continue
         label = _channel_label(variable, level)
         for h in leads:
-            crps = _pick(ml, variable, level, "crps_fair", h)
-            ratios = [crps / _pick(scores[n], variable, level, "crps_fair", h) for n in others]
-            lines.append(f"| {label} | {_lead_label(h)} | {crps:.4g} | " + " | ".join(f"{r:.2f}" for r in ratios)
-                         + f" | {_pick(ml, variable, level, 'rmse', h):.4g} | {_pick(ml, variable, level, 'ssr_debiased', h):.2f} |")
+            cells = [_ratio_cell(table.sel(baseline=n, channel=label, lead_time=np.timedelta64(h, "h"))) for n in others]
+            if fractions:
+                f = fractions[(label, h)]
+                cells.append(f"{f.value:.2f} [{f.low:.2f}, {f.high:.2f}]")
+            lines.append(f"| {label} | {_lead_label(h)} | {_pick(ml, variable, level, 'crps_fair', h):.4g} | "
+                         + " | ".join(cells) + f" | {_pick(ml, variable, level, 'rmse', h):.4g} | "
+                         f"{_pick(ml, variable, level, 'ssr_debiased', h):.2f} |")
+    n = int(table["n"].max())
+    lines.append(f"\nRatios of mean fair CRPS (persistence: its absolute error) over {n} inits ± half the 95 % "
+                 "interval from the paired per-init differences (t-interval, AR(1)-inflated for correlated inits: "
+                 "Geer 2016); ▼ / ▲: weatherens significantly better / worse. Skill fraction: (CRPS_clim − CRPS_ML) / "
+                 "(CRPS_clim − CRPS_limit), 0 = climatology, 1 = the predictability limit, [95 % block-bootstrap "
+                 "interval].")
     return "\n".join(lines)
 
 
@@ -272,18 +349,24 @@ def _subset(ds: xr.Dataset, variables) -> xr.Dataset:
 
 def draw_figures(scores: dict[str, xr.Dataset], out_dir: Path) -> list[Path]:
     """The report's figures, for the scorecard variables only: skill against lead of all five forecasts,
-    the scorecard heat map of each against persistence, and the ML ensemble's spectra and rank histograms."""
+    the scorecard of the ML ensemble against each baseline with significance (WB2 style), and the ML
+    ensemble's spectra and rank histograms."""
     from weatherens.verify import plots
 
     variables = [v for v, _ in SCORECARD_CHANNELS]
     only = {n: _subset(ds, variables) for n, ds in scores.items()}
     everything = list(only.values())
     paths = plots.skill_vs_lead(everything, out_dir, variables=variables)
-    if "persistence" in only:
-        paths += plots.scorecard(everything, only["persistence"], out_dir)
+    if len(scores) > 1:
+        paths += plots.paired_scorecard(interval_table(scores), out_dir, "weatherens")
     for variable, level in SCORECARD_CHANNELS:
         paths += plots.spectra(_subset(only["weatherens"], [variable]), out_dir, level=level)
     return paths + plots.rank_histograms(only["weatherens"], out_dir)
+
+
+def _members_line(paths: dict[str, Path]) -> str:
+    sizes = {n: xr.open_zarr(p).sizes.get("number", 1) for n, p in paths.items() if n != NAMES[0]}
+    return ", ".join(f"{n} {m}" for n, m in sizes.items())
 
 
 def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool = False, out: Path = Path("runs"),
@@ -335,7 +418,8 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
     figures = sorted((run_dir / "figures").glob("*.png"))
     report.write_text(
         f"# weatherens demo{' (quick)' if quick else ''}\n\nWorld: `{world}`; checkpoint: `{ckpt}`; "
-        f"{len(inits)} inits, {exp.demo.members} members, {exp.demo.lead_hours} h.\n\n## Scorecard (global)\n\n"
+        f"{len(inits)} inits ({', '.join(str(np.datetime64(i, 'h')) for i in inits)}), {exp.demo.members} members, "
+        f"{exp.demo.lead_hours} h; members of the baselines: {_members_line(paths)}.\n\n## Scorecard (global)\n\n"
         f"{table}\n\n## Spread-skill ratio (debiased)\n\n{ssr}\n\n## Member spectra vs truth\n\n```\n{spectra}\n```\n\n## Figures\n\n"
         + "".join(f"![{f.stem}](figures/{f.name})\n" for f in figures))
     print(f"\nreport: {report} ({len(figures)} figures); whole run {time.perf_counter() - t_start:.0f} s")

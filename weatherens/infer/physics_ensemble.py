@@ -1,18 +1,21 @@
 """Physics ensembles of the physics world, written as WeatherBench 2 forecasts like the ML ensemble.
 
-Two baselines that bracket what an ML ensemble trained on the world's archive can reach:
-* `perfect_model_ensemble` (the upper bound): members start from the exact truth state the world
-  saved (`physics_state`) and run the world's own model (`weatherens.data.world.truth_model`: same
-  resolution, layers, time step and archive function). With amplitude 0 every member is the truth.
-* `archived_fields_ensemble` (an IFS-ENS analogue): members start only from the archived fields at
-  the init time, reconstructed into a dinosaur state at a lower resolution (default T21, 8 sigma
-  layers; `reconstruct_state`), and run with the same Held-Suarez forcing: imperfect initial
-  conditions and, where the world runs finer, an imperfect model.
+The yardsticks an ML ensemble trained on the world's archive is measured against:
+* `archived_fields_ensemble`, the operational analogue (an IFS-ENS analogue): a cheaper Held-Suarez
+  model (default T21 on the world's sigma layers) started from the analysis of the archived fields
+  (`reconstruct_state`, bias-corrected: `analysis_state`), its members perturbed with draws from
+  the archive's own analysis errors (`initial_uncertainty`: an EDA-like error sample learnt on the
+  training split), scaled by one factor tuned for spread = error on validation inits;
+* `predictability_limit_ensemble`, the predictability limit: the world's own model at the truth's
+  resolution from the same analysis and the same perturbations: no model error, only the initial
+  uncertainty the archive leaves;
+* `perfect_model_ensemble`, a diagnostic of intrinsic predictability, not a yardstick: the exact
+  saved truth state plus white-noise temperature (Leutbecher & Palmer 2008's simplest
+  perturbation), which no forecaster from the archive could start from.
 
-Both perturb every member (`member_states`: white-noise temperature from fold_in(init_key(seed,
-t0), j), so members are exchangeable and member j is the same in any member chunking; white noise
-is the simplest of the initial perturbations reviewed by Leutbecher & Palmer 2008), advance members
-together (`jax.vmap`, `member_chunk` at a time, `lead_chunk` archive intervals per call) and write
+Every ensemble draws member j's perturbation from fold_in(init_key(seed, t0), j), so members are
+exchangeable and member j is the same in any member chunking; members advance together
+(`jax.vmap`, `member_chunk` at a time, `lead_chunk` archive intervals per call) and are written
 through `output.ForecastWriter` (resumable: whole inits are skipped): dims (time,
 prediction_timedelta, number, [level,] latitude, longitude), leads archive_hours ... lead_hours, the
 world's variables, levels, units and attributes.
@@ -43,10 +46,10 @@ from tqdm import tqdm
 
 from weatherens import config as config_mod
 from weatherens import grid as grid_mod
-from weatherens.config import WorldConfig
+from weatherens.config import DataConfig, TimeRange, WorldConfig
 from weatherens.data import names, world_store
 from weatherens.data import world as world_mod
-from weatherens.infer import ensemble, output
+from weatherens.infer import ensemble, initial_uncertainty, output
 
 REFERENCES = ("Held & Suarez 1994, BAMS 75(10), 1825-1830; Leutbecher & Palmer 2008, J. Comput. Phys. 227, "
               "3515-3539; Kochkov et al. 2024, Nature 632, 1060-1066 (dinosaur / NeuralGCM)")
@@ -56,7 +59,7 @@ State = primitive_equations.State
 def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
                            amplitude_k: float = 0.1, seed: int = 0, member_chunk: int | None = None, lead_chunk: int = 4,
                            progress: bool = True) -> Path:
-    """The perfect-model ensemble: the world's truth state + white-noise temperature, the world's model.
+    """The exact-truth diagnostic: the world's saved truth state + white-noise temperature, the world's model.
 
     Args:
       world: a physics world store (`weatherens world`); init_times: (T,) times at which the world
@@ -83,43 +86,109 @@ def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hou
         return State(**{k: jnp.asarray(one[k].values) for k in world_mod.STATE_FIELDS},
                      sim_time=jnp.asarray(one["sim_time"].values, jnp.float32))
 
+    if not amplitude_k >= 0:
+        raise ValueError(f"amplitude_k={amplitude_k}: must be >= 0")
+    _check_run(world, cfg, members, lead_hours, member_chunk or 1, lead_chunk)
     model = world_mod.truth_model(cfg)
-    provenance = {"kind": "perfect_model", "member_source": f"truth state, {cfg.resolution}/L{cfg.layers}"}
-    return _run(world, cfg, model, cfg, initial, inits, members, lead_hours, out, amplitude_k, seed,
+
+    def perturb(state, t0, ids):
+        return member_states(model, state, seed, t0, ids, amplitude_k)
+
+    provenance = {"kind": "perfect_model", "member_source": f"truth state, {cfg.resolution}/L{cfg.layers}",
+                  "amplitude_k": amplitude_k}
+    label = f"white-noise temperature {amplitude_k:g} K"
+    description = f"{label} std per nodal point of the model grid, member j from fold_in(init_key(seed, init time), j)"
+    return _run(world, cfg, model, cfg, initial, perturb, inits, members, lead_hours, out, label, description, seed,
                 member_chunk, lead_chunk, provenance, progress)
 
 
 def archived_fields_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
-                             resolution: str = "T21", layers: int = 8, timestep_minutes: float | None = None,
-                             amplitude_k: float = 0.1, seed: int = 0, member_chunk: int | None = None,
-                             lead_chunk: int = 4, progress: bool = True) -> Path:
-    """The archived-fields ensemble: a `resolution`/`layers` Held-Suarez model started from the archive.
+                             resolution: str = "T21", layers: int | None = None, timestep_minutes: float | None = None,
+                             perturbation_scale: float = 1.0, error_span: TimeRange = DataConfig().train, seed: int = 0,
+                             member_chunk: int | None = None, lead_chunk: int = 4, progress: bool = True) -> Path:
+    """The operational analogue: a `resolution` Held-Suarez model started from the archived fields.
 
-    Arguments as `perfect_model_ensemble`, except: init_times are any archived times; resolution
-    ('T<N>') and layers (equidistant sigma) of the forecast model; timestep_minutes: its time step
-    (default: the world's at the world's resolution, else the largest divisor of the archive
-    interval not above 30 min x 21 / N). The initial state is `reconstruct_state` of the archived
-    u, v, temperature, 2m_temperature and surface pressure at the init time.
+    Args as `perfect_model_ensemble`, except: init_times are any archived times; resolution ('T<N>')
+    and timestep_minutes of the forecast model (default step: the world's at the world's resolution,
+    else the largest divisor of the archive interval not above 30 min x 21 / N); layers: the world's
+    (the perturbations live on its sigma layers). Members start from `analysis_state` (the analysis
+    of the archived fields, bias-corrected) plus `perturbation_scale` x a draw from the world's
+    analysis errors in `error_span` (`initial_uncertainty`), truncated to `resolution`: imperfect
+    initial conditions with the uncertainty the archive leaves and, where the world runs finer, an
+    imperfect model. The scale is tuned for spread = error (`scripts/tune_physics_ensembles.py`).
     """
     world = Path(world)
     cfg = world_store.world_config(world)
+    if layers is not None and layers != cfg.layers:
+        raise ValueError(f"layers={layers}: the archived-fields ensemble runs on {world}'s {cfg.layers} sigma layers "
+                         "(its analysis-error perturbations live there)")
     if timestep_minutes is None:
         timestep_minutes = cfg.timestep_minutes if resolution == cfg.resolution else _timestep(resolution, cfg)
-    model_cfg = dataclasses.replace(cfg, resolution=resolution, layers=layers, timestep_minutes=timestep_minutes)
-    model = world_mod.truth_model(model_cfg)
+    model_cfg = dataclasses.replace(cfg, resolution=resolution, timestep_minutes=timestep_minutes)
+    provenance = {"kind": "archived_fields", "member_source": f"analysis of the archived fields, {resolution}/L{cfg.layers}"}
+    return _from_archive(world, cfg, model_cfg, init_times, members, lead_hours, out, perturbation_scale, error_span,
+                         seed, member_chunk, lead_chunk, provenance, progress)
+
+
+def predictability_limit_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
+                                  perturbation_scale: float = 1.0, error_span: TimeRange = DataConfig().train,
+                                  seed: int = 0, member_chunk: int | None = None, lead_chunk: int = 4,
+                                  progress: bool = True) -> Path:
+    """The predictability limit: the world's own model (`world.truth_model`) from the same analysis and
+    perturbations as `archived_fields_ensemble`, at the truth's resolution: no model error, only the
+    initial uncertainty the archive leaves. Args as `archived_fields_ensemble`."""
+    world = Path(world)
+    cfg = world_store.world_config(world)
+    provenance = {"kind": "predictability_limit",
+                  "member_source": f"analysis of the archived fields, the world's model {cfg.resolution}/L{cfg.layers}"}
+    return _from_archive(world, cfg, cfg, init_times, members, lead_hours, out, perturbation_scale, error_span, seed,
+                         member_chunk, lead_chunk, provenance, progress)
+
+
+def analysis_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldConfig,
+                   errors: initial_uncertainty.AnalysisErrors) -> State:
+    """The archive-consistent initial state on `model`'s grid: `reconstruct_state` plus the sample's
+    mean error (its zonal part, truncated to the model), i.e. a bias-corrected analysis."""
+    return initial_uncertainty.add(reconstruct_state(model, fields, cfg), errors.bias)
+
+
+def _from_archive(world: Path, cfg: WorldConfig, model_cfg: WorldConfig, init_times, members: int, lead_hours: int,
+                  out, perturbation_scale: float, error_span: TimeRange, seed: int, member_chunk, lead_chunk: int,
+                  provenance: dict, progress: bool) -> Path:
+    if not perturbation_scale >= 0:
+        raise ValueError(f"perturbation_scale={perturbation_scale}: must be >= 0")
     inits = _times(init_times)
     ds = xr.open_zarr(str(world), chunks=None)
     missing = [t for t in inits if t not in ds.time.values]
     if missing:
         raise ValueError(f"{world}: no archived fields at {_fmt(missing)} (archive covers "
                          f"{_fmt(ds.time.values[:1])} .. {_fmt(ds.time.values[-1:])})")
+    _check_run(world, cfg, members, lead_hours, member_chunk or 1, lead_chunk)
+    truth = world_mod.truth_model(cfg)
+    errors = initial_uncertainty.analysis_errors(world, cfg, error_span,
+                                                 lambda fields: reconstruct_state(truth, fields, cfg))
+    model = world_mod.truth_model(model_cfg)
 
     def initial(t0):
-        return reconstruct_state(model, ds.sel(time=t0), cfg)
+        return analysis_state(model, ds.sel(time=t0), cfg, errors)
 
-    provenance = {"kind": "archived_fields", "member_source": f"archived fields, {resolution}/L{layers}"}
-    return _run(world, cfg, model, model_cfg, initial, inits, members, lead_hours, out, amplitude_k, seed,
-                member_chunk, lead_chunk, provenance, progress)
+    def perturb(state, t0, ids):
+        draws = initial_uncertainty.perturbations(errors, ensemble.init_key(seed, t0), ids, perturbation_scale)
+        return _with_members(initial_uncertainty.add(state, draws), len(ids))
+
+    provenance.update(error_sample=f"{errors.size} saved states in {error_span.start}..{error_span.end}",
+                      perturbation_scale=perturbation_scale)
+    label = f"analysis error x {perturbation_scale:g}"
+    description = (f"{label}: random combinations of {errors.size} longitude-rotated analysis-error cases "
+                   f"(truth - analysis at the saved states in {error_span.start}..{error_span.end}), member j from "
+                   "fold_in(init_key(seed, init time), j); weatherens.infer.initial_uncertainty")
+    return _run(world, cfg, model, model_cfg, initial, perturb, inits, members, lead_hours, out, label, description,
+                seed, member_chunk, lead_chunk, provenance, progress)
+
+
+def _with_members(state: State, members: int) -> State:
+    """sim_time broadcast to the members' leading axis, as the vmapped trajectory needs."""
+    return dataclasses.replace(state, sim_time=jnp.broadcast_to(state.sim_time, (members,)))
 
 
 def reconstruct_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldConfig) -> State:
@@ -254,31 +323,33 @@ def _stack(fields: dict) -> np.ndarray:
     return np.concatenate(parts, axis=2).swapaxes(0, 1)
 
 
-def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: Callable, inits: np.ndarray,
-         members: int, lead_hours: int, out, amplitude_k: float, seed: int, member_chunk: int | None, lead_chunk: int,
-         provenance: dict, progress: bool) -> Path:
-    if member_chunk is None:
-        member_chunk = 1 if jax.default_backend() == "cpu" else 16
+def _check_run(world: Path, cfg: WorldConfig, members: int, lead_hours: int, member_chunk: int, lead_chunk: int) -> None:
+    """Arguments every physics ensemble checks before it computes or writes anything."""
     if members < 1 or member_chunk < 1 or lead_chunk < 1:
         raise ValueError(f"members ({members}), member_chunk ({member_chunk}), lead_chunk ({lead_chunk}): must be >= 1")
     if lead_hours <= 0 or lead_hours % cfg.archive_hours:
         raise ValueError(f"lead_hours={lead_hours}: must be a positive multiple of {world}'s archive interval "
                          f"({cfg.archive_hours} h)")
-    if not amplitude_k >= 0:
-        raise ValueError(f"amplitude_k={amplitude_k}: must be >= 0")
+
+
+def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: Callable, perturb: Callable,
+         inits: np.ndarray, members: int, lead_hours: int, out, label: str, description: str, seed: int,
+         member_chunk: int | None, lead_chunk: int, provenance: dict, progress: bool) -> Path:
+    """Write the ensemble: per init, initial(t0) -> State; perturb(state, t0, member ids (m,)) -> m States."""
+    if member_chunk is None:
+        member_chunk = 1 if jax.default_backend() == "cpu" else 16
     steps = lead_hours // cfg.archive_hours
     frames = max(d for d in range(1, min(lead_chunk, steps) + 1) if steps % d == 0)  # one compiled shape
     chunk = min(member_chunk, members)
-    source, perturbation = provenance.pop("member_source"), f"white-noise temperature {amplitude_k:g} K"
+    source = provenance.pop("member_source")
     writer = output.ForecastWriter(
         out, channels_of(cfg), inits, np.arange(1, steps + 1) * np.timedelta64(cfg.archive_hours, "h"), members,
         grid_mod.equiangular_latitudes(cfg.nlat), grid_mod.longitudes(cfg.nlon),
-        member_coords={"member_source": [source] * members, "member_perturbation": [perturbation] * members},
+        member_coords={"member_source": [source] * members, "member_perturbation": [label] * members},
         attrs={**provenance, "source": "weatherens physics ensemble", "world": str(world),
                "world_config": json.dumps(config_mod.to_dict(cfg), sort_keys=True), "resolution": model_cfg.resolution,
-               "layers": model_cfg.layers, "timestep_minutes": model_cfg.timestep_minutes, "amplitude_k": amplitude_k,
-               "seed": seed, "perturbation": f"{perturbation} std per nodal point of the model grid, member j from "
-                                             "fold_in(init_key(seed, init time), j)",
+               "layers": model_cfg.layers, "timestep_minutes": model_cfg.timestep_minutes, "seed": seed,
+               "perturbation": description,
                "forcing": "Held-Suarez (1994)", "references": REFERENCES},
         variable_attrs=world_mod.VARIABLE_ATTRS)
     todo = [i for i in range(len(inits)) if i not in set(writer.completed().tolist())]
@@ -289,7 +360,7 @@ def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: 
             state0 = initial(inits[i])
             for m0 in range(0, members, chunk):
                 # the last chunk is padded past `members` (one compiled shape), then cut
-                state = member_states(model, state0, seed, inits[i], np.arange(m0, m0 + chunk), amplitude_k)
+                state = perturb(state0, inits[i], np.arange(m0, m0 + chunk))
                 keep = slice(m0, min(m0 + chunk, members))
                 for lead in range(0, steps, frames):
                     state, fields = advance(state)
