@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -159,34 +162,90 @@ def _once(path: Path, make) -> Path:
     return path if path.exists() else Path(make(path))
 
 
-def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray, run_dir: Path,
-              progress: bool) -> dict[str, Path]:
+def make_forecast(name: str, exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray, path: Path,
+                  progress: bool) -> Path:
+    """Write the demo's forecast `name` (one of NAMES) to `path`; returns it. Module-level, so that a second
+    process can run it."""
     from weatherens.infer import baselines, forecast, physics_ensemble
 
-    d, out = exp.demo, run_dir / "forecasts"
-    out.mkdir(parents=True, exist_ok=True)
+    d = exp.demo
     common = dict(variables=exp.data.variables, levels=exp.data.levels, timestep_hours=exp.data.timestep_hours,
                   progress=progress)
-    makers = {
-        "weatherens": lambda p: forecast.forecast([ckpt], str(world), inits, d.members, d.lead_hours, p,
-                                                  perturbation=d.perturbation, progress=progress),
-        "persistence": lambda p: baselines.persistence(str(world), inits, d.lead_hours, p, **common),
-        "climatology": lambda p: baselines.climatology(str(world), inits, d.members, d.lead_hours, p,
-                                                       train=exp.data.train, **common),
-        "physics_analogue": lambda p: physics_ensemble.archived_fields_ensemble(
-            world, inits, d.analogue_members, d.lead_hours, p, resolution=d.analogue_resolution,
-            perturbation_scale=d.analogue_scale, error_span=exp.data.train, progress=progress),
-        "physics_limit": lambda p: physics_ensemble.predictability_limit_ensemble(
-            world, inits, d.limit_members, d.lead_hours, p, perturbation_scale=d.limit_scale,
-            error_span=exp.data.train, progress=progress),
-    }
-    paths = {}
-    for name in run_names(exp):
-        make = makers[name]
+    if name == "weatherens":
+        return forecast.forecast([ckpt], str(world), inits, d.members, d.lead_hours, path,
+                                 perturbation=d.perturbation, progress=progress)
+    if name == "persistence":
+        return baselines.persistence(str(world), inits, d.lead_hours, path, **common)
+    if name == "climatology":
+        return baselines.climatology(str(world), inits, d.members, d.lead_hours, path, train=exp.data.train, **common)
+    if name == "physics_analogue":
+        return physics_ensemble.archived_fields_ensemble(
+            world, inits, d.analogue_members, d.lead_hours, path, resolution=d.analogue_resolution,
+            perturbation_scale=d.analogue_scale, error_span=exp.data.train, progress=progress)
+    if name == "physics_limit":
+        return physics_ensemble.predictability_limit_ensemble(
+            world, inits, d.limit_members, d.lead_hours, path, perturbation_scale=d.limit_scale,
+            error_span=exp.data.train, progress=progress)
+    raise ValueError(f"unknown forecast {name!r}; known: {list(NAMES)}")
+
+
+# The costliest forecast, run in a second process beside the others when there are cores to share: alone
+# the T42 model keeps about 1.6 of 2 cores busy, so the two processes together fill the machine.
+SIDE_PROCESS = "physics_limit"
+
+
+def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray, run_dir: Path,
+              progress: bool) -> tuple[dict[str, Path], Callable[[], None]]:
+    """Every forecast of the run, each made once (`_once`): the ML ensemble and its baselines. Returns their
+    paths and a function that waits for SIDE_PROCESS's forecast, which may still be running in a second
+    process when this returns (so that the others can be verified meanwhile)."""
+    out = run_dir / "forecasts"
+    out.mkdir(parents=True, exist_ok=True)
+    names = run_names(exp)
+    paths = {name: out / f"{name}.zarr" for name in names}
+    side = None
+    if SIDE_PROCESS in names and not paths[SIDE_PROCESS].exists() and (os.cpu_count() or 1) > 1:
+        side = multiprocessing.get_context("spawn").Process(
+            target=make_forecast, args=(SIDE_PROCESS, exp, world, ckpt, inits, paths[SIDE_PROCESS], False),
+            name=f"weatherens {SIDE_PROCESS}", daemon=True)
+        side.start()
+        print(f"  {SIDE_PROCESS}: running in a second process (no progress bar)", flush=True)
+    t_side = time.perf_counter()
+    for name in names:
+        if side is not None and name == SIDE_PROCESS:
+            continue
         t0 = time.perf_counter()
-        paths[name] = _once(out / f"{name}.zarr", make)
+        _once(paths[name], lambda p, n=name: make_forecast(n, exp, world, ckpt, inits, p, progress))
         print(f"  {name}: {paths[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return paths
+
+    def wait() -> None:
+        if side is None:
+            return
+        side.join()
+        if side.exitcode != 0 or not paths[SIDE_PROCESS].exists():
+            raise RuntimeError(f"{paths[SIDE_PROCESS]}: the {SIDE_PROCESS} forecast failed in its process (exit code "
+                               f"{side.exitcode}); run the demo again to resume it")
+        print(f"  {SIDE_PROCESS}: {paths[SIDE_PROCESS]} ({time.perf_counter() - t_side:.0f} s, beside the others)",
+              flush=True)
+
+    return paths, wait
+
+
+def verify_all(names: tuple[str, ...], paths: dict[str, Path], world: Path, run_dir: Path, progress: bool) -> dict[str, Path]:
+    """Scores files of the named forecasts (RUN_DIR/scores.<name>.nc), scored unless newer than their forecast."""
+    from weatherens.verify import run as verify_run
+
+    files = {}
+    for name in names:
+        files[name] = verify_run.scores_path(run_dir / "scores.nc", name, several=True)
+        if _newer(files[name], paths[name]):
+            print(f"  {name}: reusing the scores in {files[name]}")
+            continue
+        t0 = time.perf_counter()
+        verify_run.verify([str(paths[name])], str(world), files[name], names=[name], variables=SCORED_VARIABLES,
+                          spectra_of=[name] if name in ENSEMBLES_WITH_SPECTRA else [], progress=progress)
+        print(f"  {name}: verified ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return files
 
 
 def _pick(scores: xr.Dataset, variable: str, level, metric: str, lead_h: int) -> float:
@@ -372,8 +431,6 @@ def _members_line(paths: dict[str, Path]) -> str:
 def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool = False, out: Path = Path("runs"),
         config_path: Path | None = None, overrides: tuple[str, ...] = ()) -> int:
     """The main job; `config_path` and `overrides` run it on another experiment (RUN_DIR demo-<name>)."""
-    from weatherens.verify import run as verify_run
-
     t_start = time.perf_counter()
     exp = experiment(quick, config_path, overrides)
     run_dir = Path(out) / ("demo-quick" if quick else "demo" if config_path is None else f"demo-{exp.name}")
@@ -388,21 +445,15 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
     ckpt = checkpoint_dir(exp, world, cache, retrain, progress)
     print(f"({time.perf_counter() - t:.0f} s)")
 
-    t = _stage("3-4. hindcast and baselines")
+    t = _stage("3-5. hindcast, baselines and verification")
     inits = demo_inits(world, exp)
     print(f"{len(inits)} initialisation times: {', '.join(str(np.datetime64(i, 'h')) for i in inits)}; "
           f"{exp.demo.members} members, {exp.demo.lead_hours} h")
-    paths = forecasts(exp, world, ckpt, inits, run_dir, progress)
-    print(f"({time.perf_counter() - t:.0f} s)")
-
-    t = _stage("5. verification")
-    files = [verify_run.scores_path(run_dir / "scores.nc", n, several=True) for n in names]
-    if all(_newer(f, paths[n]) for f, n in zip(files, names)):
-        print("reusing the scores in " + str(run_dir))
-    else:
-        files = verify_run.verify([str(paths[n]) for n in names], str(world), run_dir / "scores.nc",
-                                  names=list(names), variables=SCORED_VARIABLES,
-                                  spectra_of=[n for n in ENSEMBLES_WITH_SPECTRA if n in names], progress=progress)
+    paths, wait = forecasts(exp, world, ckpt, inits, run_dir, progress)
+    files = verify_all(tuple(n for n in names if n != SIDE_PROCESS), paths, world, run_dir, progress)
+    wait()
+    files.update(verify_all(tuple(n for n in names if n == SIDE_PROCESS), paths, world, run_dir, progress))
+    files = [files[n] for n in names]
     scores = {n: xr.load_dataset(f) for n, f in zip(names, files)}
     draw_figures(scores, run_dir / "figures")
     print(f"({time.perf_counter() - t:.0f} s)")
