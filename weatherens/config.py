@@ -132,7 +132,7 @@ class DemoConfig:
     init_every_hours: int = 60  # nearby inits are correlated; the scorecard's intervals account for it
     # The physics ensembles cost seconds per member-day (the 20-minute budget of the demo): fewer members;
     # the fair CRPS and the debiased SSR do not depend on the ensemble size in expectation.
-    analogue_members: int = 8  # the operational analogue: cheaper model from the analysis of the archive
+    analogue_members: int = 4  # the operational analogue: cheaper model from the analysis of the archive
     analogue_resolution: str = "T21"
     # x the analysis-error perturbations: tuned on 6 validation inits for a debiased SSR near 1 at days 2-5
     # (scripts/tune_physics_ensembles.py; docs/yardsticks.md); the limit needs none (its SSR is 1.0-1.2 at 1)

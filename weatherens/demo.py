@@ -40,7 +40,7 @@ SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperat
 # Scored at every level (the time budget: `weatherens verify` of the forecasts in RUN_DIR/forecasts
 # scores the winds and surface pressure too).
 SCORED_VARIABLES = tuple(dict.fromkeys(v for v, _ in SCORECARD_CHANNELS))
-ENSEMBLES_WITH_SPECTRA = ("weatherens", "physics_analogue", "physics_limit")  # the rest: scores only (time)
+ENSEMBLES_WITH_SPECTRA = ("weatherens",)  # the report's spectra are the ML ensemble's; the rest: scores only (time)
 SCORES_SUFFIXES = ("rank_histogram", "sh_spectrum", "zonal_spectrum", "n_init", "per_init")
 SCORECARD_LEADS_H = (6, 24, 48, 72, 120, 168, 240)
 
@@ -406,21 +406,26 @@ def _subset(ds: xr.Dataset, variables) -> xr.Dataset:
     return ds[keep].assign_attrs(ds.attrs)
 
 
+def _channel(ds: xr.Dataset, variable: str, level) -> xr.Dataset:
+    """The scores of one scorecard channel: the variable's, at that level only."""
+    one = _subset(ds, [variable])
+    return one.sel(level=[level]) if level is not None and "level" in one.dims else one
+
+
 def draw_figures(scores: dict[str, xr.Dataset], out_dir: Path) -> list[Path]:
-    """The report's figures, for the scorecard variables only: skill against lead of all five forecasts,
+    """The report's figures, for the scorecard channels only: skill against lead of all five forecasts,
     the scorecard of the ML ensemble against each baseline with significance (WB2 style), and the ML
     ensemble's spectra and rank histograms."""
     from weatherens.verify import plots
 
-    variables = [v for v, _ in SCORECARD_CHANNELS]
-    only = {n: _subset(ds, variables) for n, ds in scores.items()}
-    everything = list(only.values())
-    paths = plots.skill_vs_lead(everything, out_dir, variables=variables)
-    if len(scores) > 1:
-        paths += plots.paired_scorecard(interval_table(scores), out_dir, "weatherens")
+    paths = plots.paired_scorecard(interval_table(scores), out_dir, "weatherens") if len(scores) > 1 else []
     for variable, level in SCORECARD_CHANNELS:
-        paths += plots.spectra(_subset(only["weatherens"], [variable]), out_dir, level=level)
-    return paths + plots.rank_histograms(only["weatherens"], out_dir)
+        one = [_channel(ds, variable, level) for ds in scores.values()]
+        ml = one[list(scores).index(NAMES[0])]
+        paths += plots.skill_vs_lead(one, out_dir, variables=[variable])
+        paths += plots.spectra(ml, out_dir, level=level)
+        paths += plots.rank_histograms(ml, out_dir)
+    return paths
 
 
 def _members_line(paths: dict[str, Path]) -> str:
