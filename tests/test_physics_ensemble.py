@@ -210,8 +210,8 @@ def test_limit_beats_the_operational_analogue(store, outdir, truth):
     from weatherens.verify import metrics, regions
 
     kw = dict(error_span=ERRORS, seed=3, member_chunk=CHUNK, progress=False)
-    limit = _open(pe.predictability_limit_ensemble(store, [INIT], 4, LEAD_HOURS, outdir / "limit.zarr", **kw))
-    analogue = _open(pe.archived_fields_ensemble(store, [INIT], 4, LEAD_HOURS, outdir / "t15.zarr", resolution="T15",
+    limit = _open(pe.predictability_limit_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "limit.zarr", **kw))
+    analogue = _open(pe.archived_fields_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "t15.zarr", resolution="T15",
                                                  **kw))
     assert limit.attrs["kind"] == "predictability_limit" and analogue.attrs["resolution"] == "T15"
     w = grid.latitude_weights(truth.latitude.values)
