@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from scipy import stats
 
 from weatherens import grid
 from weatherens.verify import paired
@@ -60,25 +61,6 @@ def _ar1(rng, rho: float, shape: tuple[int, ...], mu: float = 0.0) -> np.ndarray
     return mu + x
 
 
-def test_t_quantile_against_tables_and_closed_forms():
-    # tabulated two-sided 95 % points (any t table)
-    assert paired.t_quantile(0.975, [1, 7, 30]) == pytest.approx([12.706, 2.365, 2.042], abs=5e-4)
-    p = np.array([0.6, 0.9, 0.975, 0.9995, 0.01])
-    # df = 1 is Cauchy: tan(pi (p - 1/2)); df = 2: (2p - 1) / sqrt(2 p (1 - p))
-    assert paired.t_quantile(p, 1.0) == pytest.approx(np.tan(np.pi * (p - 0.5)), rel=1e-9)
-    assert paired.t_quantile(p, 2.0) == pytest.approx((2 * p - 1) / np.sqrt(2 * p * (1 - p)), rel=1e-9)
-    assert paired.t_quantile(1 - p, 7.5) == pytest.approx(-paired.t_quantile(p, 7.5), rel=1e-12)
-    # large df -> normal plus the first Cornish-Fisher term (A&S 26.7.5): z + (z^3 + z) / (4 df)
-    z = 1.959963984540054
-    assert paired.t_quantile(0.975, 1e5) == pytest.approx(z + (z**3 + z) / 4e5, rel=1e-9)
-    assert paired.t_quantile(0.5, 3.0) == 0.0
-    assert np.isnan(paired.t_quantile(0.9, -1.0)) and paired.t_quantile(1.0, 3.0) == np.inf
-    stats = pytest.importorskip("scipy.stats")  # a test dependency only: real df against scipy
-    df = np.array([0.7, 1.3, 2.5, 4.09, 19.0, 133.3, 2000.0])
-    for q in (0.55, 0.8, 0.975, 0.999, 0.02):
-        assert paired.t_quantile(q, df) == pytest.approx(stats.t.ppf(q, df), rel=1e-9)
-
-
 def test_mean_interval_by_hand():
     r = paired.mean_interval(np.array([0.0, 2.0, 5.0, 4.0, 4.0]))
     # mean 3, deviations (-3, -1, 2, 1, 1): sum of squares 16, lag-1 products 3 - 2 + 2 + 1 = 4 -> rho 1/4.
@@ -99,7 +81,7 @@ def test_mean_interval_by_hand():
     # the NaN is dropped (n = 5, same mean and s as above) and its neighbours are not paired: lag-1 products
     # (-3)(-1) + (-1)(2) + (1)(1) = 2 -> rho 2/16 = 1/8, n_eff = 5 (7/8)/(9/8) = 35/9, s.e. = sqrt(4 / n_eff)
     assert (r.n, r.rho, r.n_eff) == (5, pytest.approx(1 / 8), pytest.approx(35 / 9))
-    half = paired.t_quantile(0.975, 35 / 9 - 1) * np.sqrt(36 / 35)
+    half = stats.t.ppf(0.975, 35 / 9 - 1) * np.sqrt(36 / 35)
     assert (r.low, r.high) == (pytest.approx(3 - half), pytest.approx(3 + half))
 
     smooth = paired.mean_interval(np.arange(200.0))  # a trend: lag-1 autocorrelation 0.985 -> clipped

@@ -280,11 +280,11 @@ def per_init_crps(scores: xr.Dataset, variable: str, level) -> xr.DataArray:
     return da.sel(score=plots.available_metric(scores, "crps_fair"))
 
 
-def interval_table(scores: dict[str, xr.Dataset], lead_hours: int | None = None) -> xr.Dataset:
+def interval_table(scores: dict[str, xr.Dataset]) -> xr.Dataset:
     """The ML ensemble's global fair CRPS against each baseline's: `paired.compare` per (baseline,
     channel, lead_time), i.e. the ratio of mean CRPS with its 95 % interval from the paired per-init
-    differences (AR(1)-inflated t-interval, Geer 2016) and whether the difference is significant.
-    Leads: SCORECARD_LEADS_H up to lead_hours, or every lead when lead_hours is None."""
+    differences (AR(1)-inflated t-interval, Geer 2016) and whether the difference is significant, at
+    every lead."""
     from weatherens.verify import paired
 
     ml, others = scores[NAMES[0]], [n for n in NAMES[1:] if n in scores]
@@ -298,11 +298,7 @@ def interval_table(scores: dict[str, xr.Dataset], lead_hours: int | None = None)
             per_channel.append(table.drop_vars([c for c in table.coords if c != "lead_time"])
                                .expand_dims(channel=[_channel_label(variable, level)]))
         rows.append(xr.concat(per_channel, dim="channel").expand_dims(baseline=[name]))
-    table = xr.concat(rows, dim="baseline")
-    if lead_hours is not None:
-        leads = [np.timedelta64(h, "h") for h in SCORECARD_LEADS_H if h <= lead_hours]
-        table = table.sel(lead_time=leads)
-    return table
+    return xr.concat(rows, dim="baseline")
 
 
 def skill_fraction_table(scores: dict[str, xr.Dataset], lead_hours: int) -> dict[tuple[str, int], object]:
@@ -332,14 +328,14 @@ def _ratio_cell(row: xr.Dataset) -> str:
     return f"{ratio:.{digits}f} ± {half:.{digits}f}{mark}"
 
 
-def scorecard(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
+def scorecard(scores: dict[str, xr.Dataset], lead_hours: int, table: xr.Dataset | None) -> str:
     """Markdown table: the ML ensemble's global fair CRPS, its ratio to each baseline's with the 95 %
     interval and a significance mark (`interval_table`), its skill fraction between climatology and the
-    predictability limit, RMSE and debiased SSR, for z500, t850 and the near-surface temperature."""
+    predictability limit, RMSE and debiased SSR, for z500, t850 and the near-surface temperature.
+    table: `interval_table(scores)` (None: no baseline)."""
     leads = [h for h in SCORECARD_LEADS_H if h <= lead_hours]
-    table = interval_table(scores, lead_hours)
     fractions = skill_fraction_table(scores, lead_hours)
-    others = [str(b) for b in table["baseline"].values]
+    others = [] if table is None else [str(b) for b in table["baseline"].values]
     head = ("| variable | lead | fair CRPS | " + " | ".join(f"÷ {n}" for n in others)
             + (" | skill fraction" if fractions else "") + " | RMSE | SSR (debiased) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -356,6 +352,8 @@ def scorecard(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
             lines.append(f"| {label} | {_lead_label(h)} | {_pick(ml, variable, level, 'crps_fair', h):.4g} | "
                          + " | ".join(cells) + f" | {_pick(ml, variable, level, 'rmse', h):.4g} | "
                          f"{_pick(ml, variable, level, 'ssr_debiased', h):.2f} |")
+    if table is None:
+        return "\n".join(lines)
     n = int(table["n"].max())
     lines.append(f"\nRatios of mean fair CRPS (persistence: its absolute error) over {n} inits ± half the 95 % "
                  "interval from the paired per-init differences (t-interval, AR(1)-inflated for correlated inits: "
@@ -412,13 +410,13 @@ def _channel(ds: xr.Dataset, variable: str, level) -> xr.Dataset:
     return one.sel(level=[level]) if level is not None and "level" in one.dims else one
 
 
-def draw_figures(scores: dict[str, xr.Dataset], out_dir: Path) -> list[Path]:
+def draw_figures(scores: dict[str, xr.Dataset], table: xr.Dataset | None, out_dir: Path) -> list[Path]:
     """The report's figures, for the scorecard channels only: skill against lead of all five forecasts,
     the scorecard of the ML ensemble against each baseline with significance (WB2 style), and the ML
-    ensemble's spectra and rank histograms."""
+    ensemble's spectra and rank histograms. table: `interval_table(scores)` (None: no baseline)."""
     from weatherens.verify import plots
 
-    paths = plots.paired_scorecard(interval_table(scores), out_dir, "weatherens") if len(scores) > 1 else []
+    paths = plots.paired_scorecard(table, out_dir, "weatherens") if table is not None else []
     for variable, level in SCORECARD_CHANNELS:
         one = [_channel(ds, variable, level) for ds in scores.values()]
         ml = one[list(scores).index(NAMES[0])]
@@ -460,10 +458,11 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
     files.update(verify_all(tuple(n for n in names if n == SIDE_PROCESS), paths, world, run_dir, progress))
     files = [files[n] for n in names]
     scores = {n: xr.load_dataset(f) for n, f in zip(names, files)}
-    draw_figures(scores, run_dir / "figures")
+    intervals = interval_table(scores) if len(scores) > 1 else None
+    draw_figures(scores, intervals, run_dir / "figures")
     print(f"({time.perf_counter() - t:.0f} s)")
 
-    table = scorecard(scores, exp.demo.lead_hours)
+    table = scorecard(scores, exp.demo.lead_hours, intervals)
     truncation = int(exp.world.resolution.lstrip("Tt"))
     spectra = spectra_check(scores["weatherens"], truncation)
     ssr = ssr_table(scores, exp.demo.lead_hours)

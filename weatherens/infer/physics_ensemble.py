@@ -103,15 +103,15 @@ def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hou
 
 
 def archived_fields_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
-                             resolution: str = "T21", layers: int | None = None, timestep_minutes: float | None = None,
+                             resolution: str = "T21", timestep_minutes: float | None = None,
                              perturbation_scale: float = 1.0, error_span: TimeRange = DataConfig().train, seed: int = 0,
                              member_chunk: int | None = None, lead_chunk: int = 4, progress: bool = True) -> Path:
     """The operational analogue: a `resolution` Held-Suarez model started from the archived fields.
 
     Args as `perfect_model_ensemble`, except: init_times are any archived times; resolution ('T<N>')
     and timestep_minutes of the forecast model (default step: the world's at the world's resolution,
-    else the largest divisor of the archive interval not above 30 min x 21 / N); layers: the world's
-    (the perturbations live on its sigma layers). Members start from `analysis_state` (the analysis
+    else the largest divisor of the archive interval not above 30 min x 21 / N); the model runs on the
+    world's sigma layers, where the perturbations live. Members start from `analysis_state` (the analysis
     of the archived fields, bias-corrected) plus `perturbation_scale` x a draw from the world's
     analysis errors in `error_span` (`initial_uncertainty`), truncated to `resolution`: imperfect
     initial conditions with the uncertainty the archive leaves and, where the world runs finer, an
@@ -119,9 +119,6 @@ def archived_fields_ensemble(world: str | Path, init_times, members: int, lead_h
     """
     world = Path(world)
     cfg = world_store.world_config(world)
-    if layers is not None and layers != cfg.layers:
-        raise ValueError(f"layers={layers}: the archived-fields ensemble runs on {world}'s {cfg.layers} sigma layers "
-                         "(its analysis-error perturbations live there)")
     if timestep_minutes is None:
         timestep_minutes = cfg.timestep_minutes if resolution == cfg.resolution else _timestep(resolution, cfg)
     model_cfg = dataclasses.replace(cfg, resolution=resolution, timestep_minutes=timestep_minutes)

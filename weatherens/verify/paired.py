@@ -19,7 +19,6 @@ excludes 1 as suggestive.
 
 - `paired_difference`   ratio of means, wins, mean difference, s.e., paired t (no serial correlation)
 - `per_init_crps_fair`  (n_init,) global fair CRPS of one channel at one lead, from the stores
-- `t_quantile`          Student t quantile for real degrees of freedom (no scipy at run time)
 - `mean_interval`       t-interval of the mean of a serially correlated series, AR(1)-inflated
 - `ratio_interval`      mean(a) / mean(b) with the interval of 1 + mean(a - b) / mean(b)
 - `moving_block_bootstrap`  percentile interval of any statistic of paired series, resampled in blocks
@@ -36,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 
 from weatherens import grid
 from weatherens.verify import metrics, regions
@@ -84,90 +84,6 @@ def per_init_crps_fair(forecast: xr.Dataset, truth: xr.Dataset, variable: str, l
     return regions.spatial_mean(crps, grid.latitude_weights(f["latitude"].values)).values.astype(np.float64)
 
 
-def _betainc(a, b, x, max_iter: int = 1000) -> np.ndarray:
-    """Regularised incomplete beta function I_x(a, b), elementwise over broadcast arrays, float64.
-
-    I_x(a, b) = x^a (1-x)^b / (a B(a, b)) * 1/(1+ d_1/(1+ d_2/(1+ ...))), d_{2m+1} = -(a+m)(a+b+m) x /
-    ((a+2m)(a+2m+1)), d_{2m} = m (b-m) x / ((a+2m-1)(a+2m)), evaluated by the modified Lentz method; for
-    x > (a+1)/(a+b+2) through I_x(a, b) = 1 - I_{1-x}(b, a), where the fraction converges quickly (Press et
-    al. 2007, Numerical Recipes 3rd ed., section 6.4, `betacf`; Abramowitz & Stegun 26.5.8).
-    """
-    a, b, x = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (a, b, x)))
-    swap = x > (a + 1) / (a + b + 2)
-    p, q, y = np.where(swap, b, a), np.where(swap, a, b), np.where(swap, 1 - x, x)
-    tiny = 1e-300
-
-    def guard(v):
-        return np.where(np.abs(v) < tiny, tiny, v)
-
-    c, d = np.ones_like(y), 1 / guard(1 - (p + q) * y / (p + 1))
-    h = d
-    for m in range(1, max_iter + 1):
-        num = m * (q - m) * y / ((p + 2 * m - 1) * (p + 2 * m))  # even step d_{2m}
-        d, c = 1 / guard(1 + num * d), guard(1 + num / c)
-        h = h * d * c
-        num = -(p + m) * (p + q + m) * y / ((p + 2 * m) * (p + 2 * m + 1))  # odd step d_{2m+1}
-        d, c = 1 / guard(1 + num * d), guard(1 + num / c)
-        h = h * d * c
-        if not np.any(np.abs(d * c - 1) > 1e-15):  # NaN entries count as converged
-            break
-    lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
-    with np.errstate(divide="ignore"):
-        front = np.exp(lgamma(p + q) - lgamma(p) - lgamma(q) + p * np.log(y) + q * np.log1p(-y)) * h / p
-    return np.where(swap, 1 - front, front)
-
-
-def _betainc_inverse(a: np.ndarray, b: np.ndarray, target: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """x in [0, 1] with I_x(a, b) = target, elementwise: Newton's method from `start` with dI_x/dx =
-    x^(a-1) (1-x)^(b-1) / B(a, b) (Abramowitz & Stegun 26.5.1), safeguarded by bisection of a bracket
-    that shrinks at every step."""
-    lgamma = np.vectorize(math.lgamma, otypes=[np.float64])
-    log_beta = lgamma(a) + lgamma(b) - lgamma(a + b)
-    lo, hi, x = np.zeros(target.shape), np.ones(target.shape), np.clip(start, 1e-300, 1 - 1e-16)
-    for _ in range(200):
-        g = _betainc(a, b, x) - target
-        lo, hi = np.where(g < 0, x, lo), np.where(g < 0, hi, x)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            new = x - g / np.exp((a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - log_beta)
-        # done when the Newton step is below 1e-13 relative in x and in 1 - x (beyond, the rounding of I_x
-        # decides) or a few units in the last place of x, and I_x is close (no zero step from an overflow)
-        converged = (np.abs(new - x) <= np.maximum(1e-13 * np.minimum(x, 1 - x), 4 * np.spacing(x))) & (
-            np.abs(g) <= 1e-6 * target) | np.isnan(target)
-        if converged.all():
-            return np.where(g == 0, x, new)
-        x = np.where(converged | ((new > lo) & (new < hi)), new, (lo + hi) / 2)
-    return x
-
-
-def t_quantile(p, df) -> np.ndarray:
-    """Quantile of Student's t distribution with df > 0 (real) degrees of freedom, elementwise, float64.
-
-    With w = q^2 / (df + q^2), P(|T| < |q|) = I_w(1/2, df/2) = 1 - I_{1-w}(df/2, 1/2) (Abramowitz & Stegun
-    26.7.1 with 26.5.27). q = sqrt(df (1 - x) / x) from x = 1 - w solving I_x(df/2, 1/2) = 2 min(p, 1 - p)
-    in the tails, or q = sqrt(df w / (1 - w)) from w solving I_w(1/2, df/2) = |2p - 1| near the median
-    (whichever of x, w is small, so that it is resolved to full relative precision); negative for p < 1/2.
-    Agrees with tables and scipy to ~1e-10 relative (tests/test_verify_paired.py).
-    """
-    p, df = np.broadcast_arrays(np.asarray(p, np.float64), np.asarray(df, np.float64))
-    ok = (df > 0) & (p >= 0) & (p <= 1)  # else NaN
-    p, df = np.where(ok, p, 0.75), np.where(ok, df, 1.0)
-    tail = 2 * np.minimum(p, 1 - p)
-    in_tail = tail < 0.5
-    # start: the normal quantile (A&S 26.2.23, error < 4.5e-4) and the Cornish-Fisher terms of A&S 26.7.5
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.sqrt(-2 * np.log(np.clip(tail / 2, 1e-300, 0.5)))
-        z = s - (2.515517 + 0.802853 * s + 0.010328 * s**2) / (1 + 1.432788 * s + 0.189269 * s**2 + 0.001308 * s**3)
-        q0 = z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        start = np.where(in_tail, df / (df + q0**2), q0**2 / (df + q0**2))
-    half = np.full(p.shape, 0.5)
-    y = _betainc_inverse(np.where(in_tail, df / 2, half), np.where(in_tail, half, df / 2),
-                         np.where(in_tail, tail, np.abs(2 * p - 1)), start)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        q = np.sqrt(df * np.where(in_tail, (1 - y) / y, y / (1 - y)))
-    q = np.where(p == 0.5, 0.0, np.where(np.minimum(p, 1 - p) == 0, np.inf, q))
-    return np.where(ok, np.where(p < 0.5, -q, q), np.nan)
-
-
 @dataclasses.dataclass(frozen=True)
 class MeanInterval:
     """Confidence interval of the mean of a serially correlated series (`mean_interval`).
@@ -195,7 +111,7 @@ def _mean_interval(d: np.ndarray, valid: np.ndarray, confidence: float) -> MeanI
         rho = np.clip(np.nan_to_num((dev[..., 1:] * dev[..., :-1]).sum(-1) / c0, nan=0.0), 0.0, MAX_RHO)
         n_eff = n * (1 - rho) / (1 + rho)
         se = np.where(n >= 2, np.sqrt(c0 / (n - 1) / n_eff), np.nan)
-        half = t_quantile((1 + confidence) / 2, np.maximum(n_eff - 1, 1.0)) * se
+        half = stats.t.ppf((1 + confidence) / 2, np.maximum(n_eff - 1, 1.0)) * se  # real degrees of freedom
     out = dict(mean=mean, low=mean - half, high=mean + half, standard_error=se, rho=rho, n=n, n_eff=n_eff)
     if d.ndim == 1:
         return MeanInterval(**{k: int(v) if k == "n" else float(v) for k, v in out.items()})
