@@ -1,7 +1,8 @@
 """Tune the analysis-error perturbation scale of the physics ensembles on validation inits.
 
     python scripts/tune_physics_ensembles.py --world WORLD.zarr --kind archived --scales 1 1.5 2 \
-        [--config configs/small.yaml] [--members 8] [--inits 6] [--lead-hours 120] [--out runs/tune]
+        [--config configs/small.yaml] [--set demo.analogue_resolution=T21 ...] [--members 8] [--inits 6] \
+        [--lead-hours 120] [--out runs/tune]
 
 For each scale: the ensemble (`archived`: the operational analogue, `limit`: the predictability
 limit) from `--inits` init times spread over the config's validation split (every
@@ -44,8 +45,10 @@ def main() -> None:
     p.add_argument("--inits", type=int, default=6)
     p.add_argument("--lead-hours", type=int, default=120)
     p.add_argument("--out", type=Path, default=Path("runs/tune"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override, e.g. demo.analogue_resolution=T21 (repeatable)")
     args = p.parse_args()
-    exp = config.load(args.config)
+    exp = config.load(args.config, args.overrides)
     inits = validation_inits(args.world, exp, args.inits, args.lead_hours)
     print(f"{len(inits)} validation inits: {', '.join(str(np.datetime64(t, 'h')) for t in inits)}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -53,13 +56,18 @@ def main() -> None:
     print("| scale | channel | " + " | ".join(f"SSR {h // 24} d" for h in days) + " | SSR 2-5 d | "
           + " | ".join(f"CRPS {h // 24} d" for h in days) + " |")
     for scale in args.scales:
-        name = f"{args.kind}-x{scale:g}-m{args.members}"
+        d = exp.demo
+        model = (f"{d.analogue_resolution}-{d.analogue_timestep_minutes:g}min-q{d.analogue_model_error_scale:g}-"
+                 if args.kind == "archived" else "")
+        name = f"{args.kind}-{model}x{scale:g}-m{args.members}-{args.lead_hours}h"
         path = args.out / f"{name}.zarr"
         if not path.exists():
             kw = dict(perturbation_scale=scale, error_span=exp.data.train, progress=True)
             if args.kind == "archived":
                 physics_ensemble.archived_fields_ensemble(args.world, inits, args.members, args.lead_hours, path,
-                                                          resolution=exp.demo.analogue_resolution, **kw)
+                                                          resolution=exp.demo.analogue_resolution,
+                                                          timestep_minutes=exp.demo.analogue_timestep_minutes,
+                                                          model_error_scale=exp.demo.analogue_model_error_scale, **kw)
             else:
                 physics_ensemble.predictability_limit_ensemble(args.world, inits, args.members, args.lead_hours, path, **kw)
         scores_file = args.out / f"{name}.nc"

@@ -26,7 +26,7 @@ def test_rotation_in_longitude_is_a_shift_of_the_grid_columns(t21):
     np.testing.assert_allclose(iu.degree_power(iu.rotate(modal, 0.7)), iu.degree_power(modal), rtol=1e-5)
 
 
-def _synthetic_errors(grid, cases: int, layers: int, seed: int) -> iu.AnalysisErrors:
+def _synthetic_errors(grid, cases: int, layers: int, seed: int) -> iu.ErrorSample:
     """K error cases with a red spectrum, a different amplitude per field and layer, and structure in m."""
     rng = np.random.default_rng(seed)
     m, l = grid.modal_axes
@@ -38,7 +38,7 @@ def _synthetic_errors(grid, cases: int, layers: int, seed: int) -> iu.AnalysisEr
         x = rng.standard_normal((cases, n) + shape) * envelope * (i + 1) * np.arange(1, n + 1)[:, None, None]
         fields[f] = (x - x.mean(0)).astype(np.float32)
     zero = {f: np.zeros_like(v[0]) for f, v in fields.items()}
-    return iu.AnalysisErrors(np.arange(cases).astype("datetime64[D]"), iu._state(zero), iu._state(fields))
+    return iu.ErrorSample(np.arange(cases).astype("datetime64[D]"), iu._state(zero), iu._state(fields))
 
 
 def test_perturbations_have_mean_zero_and_the_samples_spectrum(t21):

@@ -8,6 +8,8 @@ compiled trajectory serves them all.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import xarray as xr
 from weatherens import grid
 from weatherens.config import TimeRange, WorldConfig
 from weatherens.data import world, world_store
-from weatherens.infer import ensemble, output
+from weatherens.infer import ensemble, model_error, output
 from weatherens.infer import physics_ensemble as pe
 
 CFG = WorldConfig(years=6 / 365, seed=11, resolution="T21", layers=8, timestep_minutes=60.0, spinup_days=70.0,
@@ -66,8 +68,8 @@ ERRORS = TimeRange("2001-03-03", "2001-03-07")  # the analysis-error sample: sav
 
 @pytest.fixture(scope="module")
 def archived(store, outdir):
-    return _open(pe.archived_fields_ensemble(store, [INIT], 2, LEAD_HOURS, outdir / "archived.zarr", error_span=ERRORS,
-                                             seed=7, member_chunk=CHUNK, progress=False))
+    return _open(pe.archived_fields_ensemble(store, [INIT], 2, LEAD_HOURS, outdir / "archived.zarr", resolution="T21",
+                                             error_span=ERRORS, seed=7, member_chunk=CHUNK, progress=False))
 
 
 def _rmse(fc: xr.Dataset, truth: xr.Dataset, variable: str) -> np.ndarray:
@@ -143,8 +145,8 @@ def test_archived_fields_ensemble_is_worse_than_perfect_model(archived, perfect,
 
 def test_same_seed_same_members(store, outdir, archived):
     """Member j is bitwise the same in a second run, and its perturbation the same in any member chunk."""
-    again = _open(pe.archived_fields_ensemble(store, [INIT], 2, 24, outdir / "archived2.zarr", error_span=ERRORS,
-                                              seed=7, member_chunk=CHUNK, progress=False))
+    again = _open(pe.archived_fields_ensemble(store, [INIT], 2, 24, outdir / "archived2.zarr", resolution="T21",
+                                              error_span=ERRORS, seed=7, member_chunk=CHUNK, progress=False))
     for v in VARIABLES:
         np.testing.assert_array_equal(again[v].values, archived[v].isel(prediction_timedelta=slice(0, 4)).values, v)
     model = world.truth_model(CFG)
@@ -224,3 +226,61 @@ def test_limit_beats_the_operational_analogue(store, outdir, truth):
             score = metrics.crps_fair(f.rename(prediction_timedelta="time").assign_coords(time=y.time), y)
             crps[name] = regions.spatial_mean(score, w).values  # (lead,)
         assert (crps["limit"][1:] < crps["analogue"][1:]).all(), (v, crps)
+
+
+def test_model_error_sample_is_zero_for_the_worlds_own_model_only(store):
+    """e_k = T(M_truth(s_k)) - M_cheap(T(s_k)): exactly zero when the cheaper model is the world's own,
+    non-zero for a coarser, longer-stepping one, with the mean removed from its anomalies."""
+    own = model_error.model_errors(store, CFG, ERRORS, world.truth_model(CFG))
+    assert own.size == 4  # the saved states of 2001-03-03 .. 03-06 (the span ends at 03-07T00)
+    for f in world.STATE_FIELDS:
+        assert not np.asarray(getattr(own.anomalies, f)).any(), f
+    coarse = world.truth_model(dataclasses.replace(CFG, resolution="T15", timestep_minutes=120.0))
+    sample = model_error.model_errors(store, CFG, ERRORS, coarse)
+    t = np.asarray(sample.anomalies.temperature_variation, np.float64)  # (K, layers, m, l) on T15
+    assert t.shape[0] == 4 and t.shape[-2:] == coarse.coords.horizontal.modal_shape
+    assert np.abs(t).max() > 0
+    np.testing.assert_allclose(t.mean(0), 0.0, atol=1e-6 * np.abs(t).max())
+
+
+def test_model_error_draws_are_zero_at_the_first_interval_and_chunking_free(store):
+    coarse = world.truth_model(dataclasses.replace(CFG, resolution="T15", timestep_minutes=120.0))
+    sample = model_error.model_errors(store, CFG, ERRORS, coarse)
+    key = jax.random.key(4)
+    whole = model_error.noise(sample, key, np.arange(3), np.arange(4), 1.0).vorticity  # (M, F, layers, m, l)
+    assert whole.shape[:2] == (3, 4)
+    assert not np.asarray(whole[:, 0]).any()
+    assert (np.abs(np.asarray(whole[:, 1:])).sum(axis=(-1, -2, -3)) > 0).all()
+    part = model_error.noise(sample, key, [2], [3], 1.0).vorticity
+    np.testing.assert_array_equal(np.asarray(part[0, 0]), np.asarray(whole[2, 3]))
+    assert not np.array_equal(np.asarray(whole[0, 1]), np.asarray(whole[0, 2]))
+
+
+def test_analogue_with_model_error_spreads_more_and_zero_noise_changes_nothing(store, outdir):
+    """Same seed, same initial draws: a T15 analogue with its own model errors added every 6 h has
+    more spread at 48 h in every scorecard channel than without; and the noisy trajectory with zero
+    noise gives the noise-free trajectory (same steps: equal to float32 rounding)."""
+    kw = dict(resolution="T15", error_span=ERRORS, seed=3, member_chunk=CHUNK, progress=False)
+    plain = _open(pe.archived_fields_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "t15-plain.zarr", **kw))
+    noisy = _open(pe.archived_fields_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "t15-noisy.zarr",
+                                              model_error_scale=1.0, **kw))
+    assert "model error x 1" in noisy.attrs["perturbation"] and float(noisy.attrs["model_error_scale"]) == 1.0
+    w = grid.latitude_weights(plain.latitude.values)[:, None]
+    for v, level in (("geopotential", 500), ("temperature", 850), ("2m_temperature", None)):
+        spread = {}
+        for name, ds in (("plain", plain), ("noisy", noisy)):
+            x = ds[v].isel(time=0, prediction_timedelta=-1)
+            x = x.sel(level=level) if level is not None else x
+            spread[name] = float((x.std("number").values * w).mean())
+        assert spread["noisy"] > 1.1 * spread["plain"], (v, spread)
+    np.testing.assert_allclose(noisy["2m_temperature"].isel(prediction_timedelta=0).values,
+                               plain["2m_temperature"].isel(prediction_timedelta=0).values, rtol=1e-5)
+
+    coarse = world.truth_model(dataclasses.replace(CFG, resolution="T15", timestep_minutes=120.0))
+    state = jax.tree.map(lambda x: x[None], world.interpolate_state(
+        jax.tree.map(lambda x: x[1], world.load_truth_states(store)[1]), world.truth_model(CFG), coarse))
+    zero = jax.tree.map(lambda x: np.zeros((1, 4) + x.shape[1:], x.dtype), state)
+    _, want = pe._trajectory_fn(coarse, 4)(state)
+    _, got = model_error.trajectory_fn(coarse, 4)(state, zero)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=1e-5, atol=1e-4, err_msg=k)

@@ -98,10 +98,22 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             path = physics_ensemble.perfect_model_ensemble(store, inits, args.members, args.lead_hours, args.out,
                                                            amplitude_k=args.amplitude_k, seed=args.seed, **common)
         else:
-            kw = dict(perturbation_scale=args.perturbation_scale, error_span=exp.data.train, seed=args.seed, **common)
+            d = exp.demo
+            scale = args.perturbation_scale
+            if scale is None:
+                scale = d.analogue_scale if args.kind == "archived" else d.limit_scale
+            kw = dict(perturbation_scale=scale, error_span=exp.data.train, seed=args.seed, **common)
             if args.kind == "archived":
+                resolution = args.resolution or d.analogue_resolution
+                timestep = args.timestep_minutes
+                if timestep is None and resolution == d.analogue_resolution:
+                    timestep = d.analogue_timestep_minutes
+                model_error_scale = args.model_error_scale
+                if model_error_scale is None:
+                    model_error_scale = d.analogue_model_error_scale
                 path = physics_ensemble.archived_fields_ensemble(store, inits, args.members, args.lead_hours, args.out,
-                                                                 resolution=args.resolution, **kw)
+                                                                 resolution=resolution, timestep_minutes=timestep,
+                                                                 model_error_scale=model_error_scale, **kw)
             else:
                 path = physics_ensemble.predictability_limit_ensemble(store, inits, args.members, args.lead_hours,
                                                                       args.out, **kw)
@@ -235,9 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "same analysis and perturbations); perfect (a diagnostic of intrinsic predictability: the "
                         "world's model from its exact saved state plus white noise)")
     p.add_argument("--data", help="the truth store (a physics world for archived/limit/perfect); default config data.store")
-    p.add_argument("--resolution", default="T21", help="archived: the model's truncation (default T21)")
-    p.add_argument("--perturbation-scale", type=float, default=1.0,
-                   help="archived/limit: x the analysis-error perturbations learnt on the config's train split")
+    p.add_argument("--resolution", help="archived: the model's truncation (default: config demo.analogue_resolution)")
+    p.add_argument("--timestep-minutes", type=float,
+                   help="archived: the model's time step (default: config demo.analogue_timestep_minutes at that "
+                        "resolution, else the world's Courant number)")
+    p.add_argument("--perturbation-scale", type=float,
+                   help="archived/limit: x the analysis-error perturbations learnt on the config's train split "
+                        "(default: config demo.analogue_scale / demo.limit_scale, the demo's tuned values)")
+    p.add_argument("--model-error-scale", type=float,
+                   help="archived: x the model's own 6-h errors added every interval (default: config "
+                        "demo.analogue_model_error_scale; 0: none)")
     p.add_argument("--amplitude-k", type=float, default=0.1, help="perfect: white-noise temperature std in K")
     p.add_argument("--members", type=int, default=1, help="ensemble size (not for persistence)")
     p.add_argument("--window-days", type=float, default=None,

@@ -133,10 +133,15 @@ class DemoConfig:
     # The physics ensembles cost seconds per member-day (the 20-minute budget of the demo): fewer members;
     # the fair CRPS and the debiased SSR do not depend on the ensemble size in expectation.
     analogue_members: int = 4  # the operational analogue: cheaper model from the analysis of the archive
-    analogue_resolution: str = "T21"
-    # x the analysis-error perturbations: tuned on 6 validation inits for a debiased SSR near 1 at days 2-5
-    # (scripts/tune_physics_ensembles.py; docs/yardsticks.md); the limit needs none (its SSR is 1.0-1.2 at 1)
-    analogue_scale: float = 3.0
+    # T31 resolves every degree of the 64 x 32 archive (T21 left the truth's degrees 22-31 without spread);
+    # its 60-min step (twice the world's) makes it as cheap as T21 at 30 min (docs/yardsticks.md)
+    analogue_resolution: str = "T31"
+    analogue_timestep_minutes: float = 60.0
+    # x the analogue's own analysis errors (1: their measured size) and x its own 6-h model errors added every
+    # interval (infer/model_error.py; 0: none), tuned on 6 validation inits for a debiased SSR near 1 at days 1-10
+    # (scripts/tune_physics_ensembles.py; docs/yardsticks.md); the limit needs neither (its SSR is 1.0-1.2 at 1)
+    analogue_scale: float = 1.0
+    analogue_model_error_scale: float = 2.0
     limit_members: int = 2  # the predictability limit: the world's own model (T42), same analysis and perturbations
     limit_scale: float = 1.0
     perturbation: str = "none"  # initial-condition perturbation of the ML ensemble

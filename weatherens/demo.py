@@ -181,7 +181,8 @@ def make_forecast(name: str, exp: config.Experiment, world: Path, ckpt: Path, in
     if name == "physics_analogue":
         return physics_ensemble.archived_fields_ensemble(
             world, inits, d.analogue_members, d.lead_hours, path, resolution=d.analogue_resolution,
-            perturbation_scale=d.analogue_scale, error_span=exp.data.train, progress=progress)
+            timestep_minutes=d.analogue_timestep_minutes, perturbation_scale=d.analogue_scale,
+            model_error_scale=d.analogue_model_error_scale, error_span=exp.data.train, progress=progress)
     if name == "physics_limit":
         return physics_ensemble.predictability_limit_ensemble(
             world, inits, d.limit_members, d.lead_hours, path, perturbation_scale=d.limit_scale,

@@ -13,7 +13,8 @@ temperature variation, log surface pressure; all layers), as an ensemble of data
 (EDA) samples the errors of an operational analysis (Isaksen et al. 2010). `AnalysisErrors` holds
 the sample: its mean's zonal part (`bias`; the world's statistics are zonally symmetric, so the
 non-zonal part of a mean over K cases is sampling noise) corrects the analysis, and its anomalies
-a_k = e_k - mean(e) define the perturbations.
+a_k = e_k - mean(e) define the perturbations. The same `ErrorSample` and sampler serve the
+operational analogue's model error (`model_error`).
 
 `perturbations` draws member j's perturbation as a random combination of longitude-rotated anomalies,
 
@@ -53,8 +54,8 @@ FIELDS = world_mod.STATE_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
-class AnalysisErrors:
-    """A sample of analysis errors, truth - analysis, on the truth model's grid (see the module doc).
+class ErrorSample:
+    """A sample of K errors of a model state (here: truth - analysis; `model_error`: truth - model).
 
     times: (K,) the saved-state times of the sample; bias: the zonal (m = 0) part of the mean error,
     a State (fields (layers, m, l), zero where m != 0); anomalies: (K, layers, m, l) per field, the
@@ -69,33 +70,52 @@ class AnalysisErrors:
     def size(self) -> int:
         return int(self.times.size)
 
+    @classmethod
+    def from_errors(cls, times: np.ndarray, errors: list[dict[str, np.ndarray]]) -> ErrorSample:
+        """From K errors {field: (layers, m, l)}: the zonal part of their mean and their anomalies."""
+        stacked = {k: np.stack([e[k] for e in errors]).astype(np.float64) for k in FIELDS}
+        mean = {k: v.mean(0) for k, v in stacked.items()}
+        m = _m_values(mean["vorticity"].shape[-2])
+        bias = {k: np.where(m[:, None] == 0, v, 0.0).astype(np.float32) for k, v in mean.items()}
+        anomalies = {k: (stacked[k] - mean[k]).astype(np.float32) for k in FIELDS}
+        return cls(times, _state(bias), _state(anomalies))
 
-def analysis_errors(world: str | Path, cfg: WorldConfig, span: TimeRange, analysis: Callable) -> AnalysisErrors:
+
+def saved_states_in(world: str | Path, cfg: WorldConfig, span: TimeRange) -> tuple[np.ndarray, State]:
+    """The world's saved truth states within `span`: times (K,) and a State with leading axis K.
+
+    Raises ValueError naming the store when fewer than 2 fall in `span` (an error sample needs 2)."""
+    times, states = world_mod.load_truth_states(world)
+    inside = np.flatnonzero((times >= np.datetime64(span.start)) & (times <= np.datetime64(span.end)))
+    if inside.size < 2:
+        raise ValueError(f"{world}: {inside.size} saved physics state(s) in {span.start}..{span.end}; an error "
+                         f"sample needs at least 2 (the world saves one every {cfg.state_every_days:g} days)")
+    return times[inside], jax.tree.map(lambda x: x[inside], states)
+
+
+def analysis_errors(world: str | Path, cfg: WorldConfig, span: TimeRange, analysis: Callable,
+                    project: Callable | None = None) -> ErrorSample:
     """The sample of analysis errors at the saved-state times of a world within `span`.
 
     Args:
       world: a physics world store; cfg: its WorldConfig; span: the times to learn from (the training
         split: the errors are never learnt on the inits they will perturb);
-      analysis: archived fields at one time (an xr.Dataset, canonical form) -> State on the truth
-        model's grid (`physics_ensemble.reconstruct_state` with the truth model).
+      analysis: archived fields at one time (an xr.Dataset, canonical form) -> State on the grid of
+        the model that will be perturbed (`physics_ensemble.reconstruct_state` with that model);
+      project: a truth State -> the same state on that model's grid (`world.interpolate_state`:
+        spectral truncation); None when the model is the truth's. Each system's errors are its own:
+        a coarser analysis misses more than the truth's model's does.
     Raises ValueError naming the store when fewer than 2 saved states fall in `span`.
     """
-    times, states = world_mod.load_truth_states(world)
-    inside = np.flatnonzero((times >= np.datetime64(span.start)) & (times <= np.datetime64(span.end)))
-    if inside.size < 2:
-        raise ValueError(f"{world}: {inside.size} saved physics state(s) in {span.start}..{span.end}; the analysis-"
-                         f"error sample needs at least 2 (the world saves one every {cfg.state_every_days:g} days)")
+    times, states = saved_states_in(world, cfg, span)
     archive = xr.open_zarr(str(world), chunks=None)
     errors = []
-    for i in inside:
-        estimate = analysis(archive.sel(time=times[i]))
-        errors.append({k: np.asarray(getattr(states, k)[i]) - np.asarray(getattr(estimate, k)) for k in FIELDS})
-    stacked = {k: np.stack([e[k] for e in errors]).astype(np.float64) for k in FIELDS}
-    mean = {k: v.mean(0) for k, v in stacked.items()}
-    m = _m_values(mean["vorticity"].shape[-2])
-    bias = {k: np.where(m[:, None] == 0, v, 0.0).astype(np.float32) for k, v in mean.items()}
-    anomalies = {k: (stacked[k] - mean[k]).astype(np.float32) for k in FIELDS}
-    return AnalysisErrors(times[inside], _state(bias), _state(anomalies))
+    for i, t in enumerate(times):
+        estimate = analysis(archive.sel(time=t))
+        truth = jax.tree.map(lambda x: x[i], states)
+        truth = truth if project is None else project(truth)
+        errors.append({k: np.asarray(getattr(truth, k)) - np.asarray(getattr(estimate, k)) for k in FIELDS})
+    return ErrorSample.from_errors(times, errors)
 
 
 def _state(fields: dict) -> State:
@@ -131,7 +151,7 @@ def degree_power(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(x * x, axis=-2)
 
 
-def perturbations(errors: AnalysisErrors, key: jax.Array, members, scale: float) -> State:
+def perturbations(errors: ErrorSample, key: jax.Array, members, scale: float) -> State:
     """Perturbations of `members` (M,) ids from the error sample: a State with leading axis M (see the
     module doc). Member j's depends on (key, j) alone, so it is the same in any member chunking."""
     keys = jax.vmap(lambda j: jax.random.fold_in(key, j))(jnp.asarray(members, jnp.uint32))

@@ -2,10 +2,11 @@
 
 The yardsticks an ML ensemble trained on the world's archive is measured against:
 * `archived_fields_ensemble`, the operational analogue (an IFS-ENS analogue): a cheaper Held-Suarez
-  model (default T21 on the world's sigma layers) started from the analysis of the archived fields
-  (`reconstruct_state`, bias-corrected: `analysis_state`), its members perturbed with draws from
-  the archive's own analysis errors (`initial_uncertainty`: an EDA-like error sample learnt on the
-  training split), scaled by one factor tuned for spread = error on validation inits;
+  model (the demo's: T31 with a 60-min step on the world's sigma layers) started from its analysis of
+  the archived fields (`reconstruct_state`, bias-corrected: `analysis_state`), its members perturbed
+  with draws from that analysis's own errors (`initial_uncertainty`: an EDA-like error sample learnt
+  on the training split) and, every 6 h, from its model's own errors (`model_error`), with factors
+  tuned for spread = error on validation inits;
 * `predictability_limit_ensemble`, the predictability limit: the world's own model at the truth's
   resolution from the same analysis and the same perturbations: no model error, only the initial
   uncertainty the archive leaves;
@@ -46,10 +47,10 @@ from tqdm import tqdm
 
 from weatherens import config as config_mod
 from weatherens import grid as grid_mod
-from weatherens.config import DataConfig, TimeRange, WorldConfig
+from weatherens.config import DataConfig, DemoConfig, TimeRange, WorldConfig
 from weatherens.data import names, world_store
 from weatherens.data import world as world_mod
-from weatherens.infer import ensemble, initial_uncertainty, output
+from weatherens.infer import ensemble, initial_uncertainty, model_error, output
 
 REFERENCES = ("Held & Suarez 1994, BAMS 75(10), 1825-1830; Leutbecher & Palmer 2008, J. Comput. Phys. 227, "
               "3515-3539; Kochkov et al. 2024, Nature 632, 1060-1066 (dinosaur / NeuralGCM)")
@@ -103,19 +104,23 @@ def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hou
 
 
 def archived_fields_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
-                             resolution: str = "T21", timestep_minutes: float | None = None,
-                             perturbation_scale: float = 1.0, error_span: TimeRange = DataConfig().train, seed: int = 0,
+                             resolution: str = DemoConfig().analogue_resolution, timestep_minutes: float | None = None,
+                             perturbation_scale: float = 1.0, model_error_scale: float = 0.0,
+                             error_span: TimeRange = DataConfig().train, seed: int = 0,
                              member_chunk: int | None = None, lead_chunk: int = 4, progress: bool = True) -> Path:
     """The operational analogue: a `resolution` Held-Suarez model started from the archived fields.
 
     Args as `perfect_model_ensemble`, except: init_times are any archived times; resolution ('T<N>')
     and timestep_minutes of the forecast model (default step: the world's at the world's resolution,
-    else the largest divisor of the archive interval not above 30 min x 21 / N); the model runs on the
-    world's sigma layers, where the perturbations live. Members start from `analysis_state` (the analysis
-    of the archived fields, bias-corrected) plus `perturbation_scale` x a draw from the world's
-    analysis errors in `error_span` (`initial_uncertainty`), truncated to `resolution`: imperfect
+    else the world's Courant number: the largest divisor of the archive interval not above
+    world step x N_world / N); the model runs on the world's sigma layers. Members start from
+    `analysis_state` (this model's analysis of the archived fields, bias-corrected) plus
+    `perturbation_scale` x a draw from this analysis's own errors at the world's saved states in
+    `error_span` (`initial_uncertainty`: the truth truncated to `resolution` - the analysis): imperfect
     initial conditions with the uncertainty the archive leaves and, where the world runs finer, an
-    imperfect model. The scale is tuned for spread = error (`scripts/tune_physics_ensembles.py`).
+    imperfect model. With model_error_scale > 0, every archive interval after the first starts with
+    that x a draw of the model's own one-interval error (`model_error`, learnt on `error_span`).
+    The scales are tuned for spread = error (`scripts/tune_physics_ensembles.py`).
     """
     world = Path(world)
     cfg = world_store.world_config(world)
@@ -124,7 +129,7 @@ def archived_fields_ensemble(world: str | Path, init_times, members: int, lead_h
     model_cfg = dataclasses.replace(cfg, resolution=resolution, timestep_minutes=timestep_minutes)
     provenance = {"kind": "archived_fields", "member_source": f"analysis of the archived fields, {resolution}/L{cfg.layers}"}
     return _from_archive(world, cfg, model_cfg, init_times, members, lead_hours, out, perturbation_scale, error_span,
-                         seed, member_chunk, lead_chunk, provenance, progress)
+                         seed, member_chunk, lead_chunk, provenance, progress, model_error_scale)
 
 
 def predictability_limit_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,
@@ -143,7 +148,7 @@ def predictability_limit_ensemble(world: str | Path, init_times, members: int, l
 
 
 def analysis_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldConfig,
-                   errors: initial_uncertainty.AnalysisErrors) -> State:
+                   errors: initial_uncertainty.ErrorSample) -> State:
     """The archive-consistent initial state on `model`'s grid: `reconstruct_state` plus the sample's
     mean error (its zonal part, truncated to the model), i.e. a bias-corrected analysis."""
     return initial_uncertainty.add(reconstruct_state(model, fields, cfg), errors.bias)
@@ -151,9 +156,10 @@ def analysis_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldCo
 
 def _from_archive(world: Path, cfg: WorldConfig, model_cfg: WorldConfig, init_times, members: int, lead_hours: int,
                   out, perturbation_scale: float, error_span: TimeRange, seed: int, member_chunk, lead_chunk: int,
-                  provenance: dict, progress: bool) -> Path:
-    if not perturbation_scale >= 0:
-        raise ValueError(f"perturbation_scale={perturbation_scale}: must be >= 0")
+                  provenance: dict, progress: bool, model_error_scale: float = 0.0) -> Path:
+    for name, value in (("perturbation_scale", perturbation_scale), ("model_error_scale", model_error_scale)):
+        if not value >= 0:
+            raise ValueError(f"{name}={value}: must be >= 0")
     inits = _times(init_times)
     ds = xr.open_zarr(str(world), chunks=None)
     missing = [t for t in inits if t not in ds.time.values]
@@ -162,9 +168,10 @@ def _from_archive(world: Path, cfg: WorldConfig, model_cfg: WorldConfig, init_ti
                          f"{_fmt(ds.time.values[:1])} .. {_fmt(ds.time.values[-1:])})")
     _check_run(world, cfg, members, lead_hours, member_chunk or 1, lead_chunk)
     truth = world_mod.truth_model(cfg)
-    errors = initial_uncertainty.analysis_errors(world, cfg, error_span,
-                                                 lambda fields: reconstruct_state(truth, fields, cfg))
     model = world_mod.truth_model(model_cfg)
+    errors = initial_uncertainty.analysis_errors(
+        world, cfg, error_span, lambda fields: reconstruct_state(model, fields, cfg),
+        None if model is truth else lambda state: world_mod.interpolate_state(state, truth, model))
 
     def initial(t0):
         return analysis_state(model, ds.sel(time=t0), cfg, errors)
@@ -179,8 +186,20 @@ def _from_archive(world: Path, cfg: WorldConfig, model_cfg: WorldConfig, init_ti
     description = (f"{label}: random combinations of {errors.size} longitude-rotated analysis-error cases "
                    f"(truth - analysis at the saved states in {error_span.start}..{error_span.end}), member j from "
                    "fold_in(init_key(seed, init time), j); weatherens.infer.initial_uncertainty")
+    model_noise = None
+    if model_error_scale > 0:
+        sample = model_error.model_errors(world, cfg, error_span, model)
+
+        def model_noise(t0, ids, intervals):
+            return model_error.noise(sample, ensemble.init_key(seed, t0), ids, intervals, model_error_scale)
+
+        provenance.update(model_error_scale=model_error_scale)
+        label += f", model error x {model_error_scale:g}"
+        description += (f"; model error x {model_error_scale:g} added at every archive interval after the first: "
+                        f"random combinations of {sample.size} one-interval errors of this model against the world's "
+                        "(weatherens.infer.model_error)")
     return _run(world, cfg, model, model_cfg, initial, perturb, inits, members, lead_hours, out, label, description,
-                seed, member_chunk, lead_chunk, provenance, progress)
+                seed, member_chunk, lead_chunk, provenance, progress, model_noise)
 
 
 def _with_members(state: State, members: int) -> State:
@@ -331,8 +350,10 @@ def _check_run(world: Path, cfg: WorldConfig, members: int, lead_hours: int, mem
 
 def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: Callable, perturb: Callable,
          inits: np.ndarray, members: int, lead_hours: int, out, label: str, description: str, seed: int,
-         member_chunk: int | None, lead_chunk: int, provenance: dict, progress: bool) -> Path:
-    """Write the ensemble: per init, initial(t0) -> State; perturb(state, t0, member ids (m,)) -> m States."""
+         member_chunk: int | None, lead_chunk: int, provenance: dict, progress: bool,
+         model_noise: Callable | None = None) -> Path:
+    """Write the ensemble: per init, initial(t0) -> State; perturb(state, t0, member ids (m,)) -> m States;
+    model_noise(t0, member ids (m,), interval indices (F,)) -> States (m, F) added at each interval's start."""
     if member_chunk is None:
         member_chunk = 1 if jax.default_backend() == "cpu" else 16
     steps = lead_hours // cfg.archive_hours
@@ -350,17 +371,21 @@ def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: 
                "forcing": "Held-Suarez (1994)", "references": REFERENCES},
         variable_attrs=world_mod.VARIABLE_ATTRS)
     todo = [i for i in range(len(inits)) if i not in set(writer.completed().tolist())]
-    advance = _trajectory_fn(model, frames)
+    advance = _trajectory_fn(model, frames) if model_noise is None else model_error.trajectory_fn(model, frames)
     total = len(todo) * math.ceil(members / chunk) * steps  # init x member chunk x lead
     with tqdm(total=total, desc=provenance["kind"], unit="lead", disable=not progress) as bar:
         for i in todo:
             state0 = initial(inits[i])
             for m0 in range(0, members, chunk):
                 # the last chunk is padded past `members` (one compiled shape), then cut
-                state = perturb(state0, inits[i], np.arange(m0, m0 + chunk))
+                ids = np.arange(m0, m0 + chunk)
+                state = perturb(state0, inits[i], ids)
                 keep = slice(m0, min(m0 + chunk, members))
                 for lead in range(0, steps, frames):
-                    state, fields = advance(state)
+                    if model_noise is None:
+                        state, fields = advance(state)
+                    else:
+                        state, fields = advance(state, model_noise(inits[i], ids, np.arange(lead, lead + frames)))
                     block = _stack(jax.device_get(fields))[:, : keep.stop - keep.start]
                     writer.write(i, slice(lead, lead + frames), keep, block)
                     bar.update(frames)
@@ -372,8 +397,13 @@ def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: 
 
 
 def _timestep(resolution: str, cfg: WorldConfig) -> float:
-    n = world_mod.truth_grid(resolution).longitude_wavenumbers - 1  # the truncation N of 'T<N>'
-    return float(max(d for d in range(1, 31) if (cfg.archive_hours * 60) % d == 0 and d <= 30 * 21 / n))
+    """Minutes: the world's Courant number at `resolution` (dt x N constant), cut to a divisor of the archive interval."""
+    def truncation(res):  # N of 'T<N>'
+        return world_mod.truth_grid(res).longitude_wavenumbers - 1
+
+    limit = cfg.timestep_minutes * truncation(cfg.resolution) / truncation(resolution)
+    interval = cfg.archive_hours * 60
+    return float(max(d for d in range(1, interval + 1) if interval % d == 0 and d <= limit))
 
 
 def _times(init_times) -> np.ndarray:
