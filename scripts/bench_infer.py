@@ -12,7 +12,7 @@ and the cost of an ML member-day against a physics-ensemble member-day, measured
    streamed out, linear in members with a small slope means the member chunks bound memory.
 3. the huge ensemble: --huge members of a 10-day forecast, wall time and peak RSS.
 4. cost per member-day: the ML ensemble (one device) against the physics ensemble from archived fields
-   (`physics_ensemble.archived_fields_ensemble`, T21), same members and init, writing included and
+   (`world.ensembles.archived_fields_ensemble`, T21), same members and init, writing included and
    start-up excluded (3-day minus 1-day forecast), and the ratio.
 """
 
@@ -24,7 +24,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 THROUGHPUT = """
@@ -60,7 +59,8 @@ print(json.dumps({"wall_s": time.perf_counter() - t,
 
 COST = """
 import sys, json, time
-from weatherens.infer import forecast, physics_ensemble
+from weatherens.infer import forecast
+from weatherens.world import ensembles
 kind, ckpt, data, init, members, tmp = sys.argv[1:7]
 inits, members = forecast.parse_init_times([init]), int(members)
 def run(hours, name):
@@ -68,7 +68,7 @@ def run(hours, name):
     if kind == "ml":
         forecast.forecast([ckpt], data, inits, members, hours, f"{tmp}/{kind}-{name}.zarr", progress=False)
     else:
-        physics_ensemble.archived_fields_ensemble(data, inits, members, hours, f"{tmp}/{kind}-{name}.zarr",
+        ensembles.archived_fields_ensemble(data, inits, members, hours, f"{tmp}/{kind}-{name}.zarr",
                                                   progress=False)
     return time.perf_counter() - t
 first = run(24, "warm")

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from weatherens import grid  # numpy only: the in-process checks import no jax
+
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = ".check_reproducibility"
 INITS = ("2000-01-15T00", "2000-01-16T00")
@@ -169,8 +171,7 @@ def world_difference(a: Path, b: Path) -> str:
     za = xr.open_zarr(a, chunks=None)["geopotential"].sel(level=500)
     zb = xr.open_zarr(b, chunks=None)["geopotential"].sel(level=500)
     d = za.values.astype(np.float64) - zb.values
-    w = np.cos(np.deg2rad(za.latitude.values))[:, None]
-    rms = np.sqrt((w * d**2).sum((1, 2)) / (w.sum() * d.shape[2]))
+    rms = np.sqrt(grid.area_mean(d**2, za.latitude.values))
     differ = np.flatnonzero(np.abs(d).reshape(len(d), -1).max(1) > 0)
     if not differ.size:
         return "z500 equal (other variables differ)"

@@ -22,8 +22,8 @@ import xarray as xr
 
 from weatherens import config
 from weatherens.demo import SCORECARD_CHANNELS
-from weatherens.infer import physics_ensemble
-from weatherens.verify import run as verify_run
+from weatherens.world import ensembles
+from weatherens.verify import evaluation
 
 
 def validation_inits(world: Path, exp: config.Experiment, n: int, lead_hours: int) -> np.ndarray:
@@ -64,15 +64,15 @@ def main() -> None:
         if not path.exists():
             kw = dict(perturbation_scale=scale, error_span=exp.data.train, progress=True)
             if args.kind == "archived":
-                physics_ensemble.archived_fields_ensemble(args.world, inits, args.members, args.lead_hours, path,
+                ensembles.archived_fields_ensemble(args.world, inits, args.members, args.lead_hours, path,
                                                           resolution=exp.demo.analogue_resolution,
                                                           timestep_minutes=exp.demo.analogue_timestep_minutes,
                                                           model_error_scale=exp.demo.analogue_model_error_scale, **kw)
             else:
-                physics_ensemble.predictability_limit_ensemble(args.world, inits, args.members, args.lead_hours, path, **kw)
+                ensembles.predictability_limit_ensemble(args.world, inits, args.members, args.lead_hours, path, **kw)
         scores_file = args.out / f"{name}.nc"
         if not scores_file.exists():
-            verify_run.verify([str(path)], str(args.world), scores_file, names=[name], regions=("global",),
+            evaluation.verify([str(path)], str(args.world), scores_file, names=[name], regions=("global",),
                               variables=[v for v, _ in SCORECARD_CHANNELS], spectra_of=[], progress=False)
         scores = xr.load_dataset(scores_file)
         for variable, level in SCORECARD_CHANNELS:

@@ -11,7 +11,7 @@ import xarray as xr
 from conftest import canonical_dataset, write_zarr
 from weatherens import cli, config
 
-COMMANDS = ("demo", "world", "inspect", "stats", "verify", "train", "forecast", "baseline")
+COMMANDS = ("demo", "world", "inspect", "stats", "verify", "compare", "train", "forecast", "baseline")
 
 
 def test_help_lists_every_command(capsys):

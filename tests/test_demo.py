@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 
 from weatherens import cli, config, demo
+from weatherens.verify import report
 
 
 def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
@@ -34,12 +35,12 @@ def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
             ml, base = ml.sel(level=level), base.sel(level=level)
         ratio = ml.sel(metric="crps_fair", region="global") / base.sel(metric="crps", region="global")
         assert float(ratio.max()) < 1.0, (variable, ratio.values)
-    report = (run_dir / "report.md").read_text()
-    assert "## Scorecard" in report and "![skill_" in report
+    text = (run_dir / "report.md").read_text()
+    assert "## Scorecard" in text and "![skill_" in text
     assert any((run_dir / "figures").glob("paired_scorecard_*.png"))
     scores_ml = scores["weatherens"]["temperature_per_init"]
     assert scores_ml.sizes["init_time"] == exp.demo.max_inits
-    table = demo.interval_table(scores)
+    table = report.interval_table(scores, demo.SCORECARD_CHANNELS)
     assert set(table["baseline"].values) == set(demo.NAMES[1:])
     persistence = table.sel(baseline="persistence")  # the tiny model's lead over persistence is significant
     assert bool(persistence["significant"].all()) and float(persistence["high"].max()) < 1.0
@@ -49,6 +50,14 @@ def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--quiet", "--cache", str(cache), "--out", str(runs)]) == 0
     assert capsys.readouterr().out.count("reusing the scores") == len(demo.NAMES)
     assert mtimes == {p: p.stat().st_mtime_ns for p in outputs}
+    # `weatherens compare` prints the same intervals from the scores files
+    files = [str(run_dir / f"scores.{n}.nc") for n in ("weatherens", "persistence")]
+    assert cli.main(["compare", *files, "--leads", "6", "48"]) == 0
+    printed = capsys.readouterr().out
+    half = (float(persistence["high"].sel(channel="temperature@850").isel(lead_time=-1))
+            - float(persistence["low"].sel(channel="temperature@850").isel(lead_time=-1))) / 2
+    row = next(line for line in printed.splitlines() if line.startswith("| temperature@850 | 2 d |"))
+    assert "▼" in row and (f"± {half:.2f}" in row or f"± {half:.3f}" in row), (row, half)
 
 
 def test_a_checkpoint_fits_another_realisation_of_the_same_climate_only():
@@ -76,7 +85,7 @@ def test_the_baselines_a_run_makes_come_from_its_config():
     long = demo.experiment(quick=False, path=demo.CONFIGS / "small-long.yaml")
     assert demo.run_names(long) == ("weatherens", "persistence", "climatology")
     assert demo.run_names(demo.experiment(quick=True)) == demo.NAMES
-    with pytest.raises(config.ConfigError, match=r"demo.baselines \['ifs'\] unknown"):
+    with pytest.raises(config.ConfigError, match=r"demo.baselines = \('persistence', 'ifs'\): must be a subset"):
         demo.experiment(quick=True, overrides=("demo.baselines=[persistence, ifs]",))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -22,8 +21,8 @@ from weatherens import checkpoint, config
 from weatherens.config import TimeRange
 from weatherens.infer import baselines, ensemble, forecast
 from weatherens.train import loop
-from weatherens.verify import evaluate
-from weatherens.verify import forecast as vf
+from weatherens.verify import evaluation
+from weatherens.verify import io as verify_io
 
 ROOT = Path(__file__).resolve().parents[1]
 INITS = forecast.parse_init_times(["2000-01-12T00/2000-01-12T12/12h"])
@@ -167,7 +166,7 @@ def test_persistence_and_climatology_baselines(trained, tmp_path):
 def test_verify_scores_our_forecast(trained, tmp_path):
     store, run, _ = trained
     path = forecast.forecast([run], str(store), INITS, 4, 12, tmp_path / "f.zarr", perturbation="bred", progress=False)
-    scores = evaluate.evaluate(vf.open_forecast(path), vf.open_truth(store), progress=False, with_spectra=False)
+    scores = evaluation.evaluate(verify_io.open_forecast(path), verify_io.open_truth(store), progress=False, with_spectra=False)
     assert json.loads(scores.attrs["missing"]) == {}
     assert np.isfinite(scores["temperature"].sel(metric="crps_fair").values).all()
     members = xr.open_zarr(path)["temperature"].values

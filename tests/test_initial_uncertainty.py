@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from dinosaur import spherical_harmonic
 
-from weatherens.data import world
-from weatherens.infer import initial_uncertainty as iu
+from weatherens.world import initial_uncertainty as iu
+from weatherens.world import model as world
 
 
 @pytest.fixture(scope="module")

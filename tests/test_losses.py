@@ -227,10 +227,10 @@ def test_spread_incentive_of_the_fair_score():
 
 def test_parse_channel_inverts_channel_name():
     for variable, level in (("temperature", 850), ("geopotential", 50), ("2m_temperature", None)):
-        assert losses.parse_channel(names.channel_name(variable, level)) == (variable, level)
+        assert names.parse_channel(names.channel_name(variable, level)) == (variable, level)
     for bad in ("temperature@", "temperature@85.5", "@500", "temperature@0"):
         with pytest.raises(ValueError, match="positive integer level"):
-            losses.parse_channel(bad)
+            names.parse_channel(bad)
 
 
 def test_channel_weights():

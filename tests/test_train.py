@@ -89,7 +89,7 @@ def test_killed_run_resumes_with_the_same_loss_curve(store, tmp_path):
     resumed = weatherens("train", "--workdir", tmp_path / "killed", *args)
     out = resumed.communicate(timeout=300)[0].decode()
     assert resumed.returncode == 0, out
-    assert "resuming from the checkpoint at step 4" in out
+    assert "train: resuming from the checkpoint at step 4" in out
     a, b = records(tmp_path / "whole"), records(tmp_path / "killed")
     assert [r["step"] for r in b] == list(range(1, 9))
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise: same batches, keys and state

@@ -22,7 +22,9 @@ import zarr
 from weatherens import cli, grid
 from weatherens import data as data_mod
 from weatherens.config import WorldConfig
-from weatherens.data import names, world, world_store
+from weatherens.data import names
+from weatherens.world import model as world
+from weatherens.world import store as world_store
 
 CFG = WorldConfig(
     years=2 / 365,  # 8 archived times
@@ -39,7 +41,7 @@ NTIMES = 2 * 24 // CFG.archive_hours
 LONG = dataclasses.replace(CFG, years=12 / 365, seed=5, spinup_days=2.0)
 LONG_CHUNKS = 12
 CHUNK_FRAMES = 24 // CFG.archive_hours  # frames between saved states
-STORE_LOG = "weatherens.data.world_store"
+STORE_LOG = "weatherens.world.store"
 
 
 @pytest.fixture(scope="module")

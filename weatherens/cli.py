@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from weatherens import config as config_mod
-from weatherens.data.era5 import DataError
+from weatherens.errors import WeatherensError
 
 DEFAULT_CACHE = Path.home() / ".cache" / "weatherens"
 
@@ -30,7 +31,7 @@ def _load_config(args: argparse.Namespace, extra: list[str] = ()) -> config_mod.
 
 
 def cmd_world(args: argparse.Namespace) -> int:
-    from weatherens.data import world_store
+    from weatherens.world import store as world_store
 
     extra = [f"world.{k}={v}" for k, v in (("years", args.years), ("seed", args.seed), ("resolution", args.resolution)) if v is not None]
     exp = _load_config(args, extra)
@@ -68,9 +69,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_forecast(args: argparse.Namespace) -> int:
     from weatherens.infer import forecast
 
+    defaults = _load_config(args).demo
+    members = defaults.members if args.members is None else args.members
+    perturbation = defaults.perturbation if args.perturbation is None else args.perturbation
     path = forecast.forecast(
-        args.checkpoint, args.data, forecast.parse_init_times(args.init_times), args.members, args.lead_hours, args.out,
-        perturbation=args.perturbation, amplitude=args.amplitude, breeding_cycles=args.breeding_cycles, seed=args.seed,
+        args.checkpoint, args.data, forecast.parse_init_times(args.init_times), members, args.lead_hours, args.out,
+        perturbation=perturbation, amplitude=args.amplitude, breeding_cycles=args.breeding_cycles, seed=args.seed,
         lead_chunk=args.lead_chunk, member_chunk=args.member_chunk, progress=not args.quiet)
     print(f"forecast: {path}")
     return 0
@@ -92,10 +96,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                                      timestep_hours=exp.data.timestep_hours, window_days=args.window_days,
                                      seed=args.seed, **common)
     else:
-        from weatherens.infer import physics_ensemble
+        from weatherens.world import ensembles
 
         if args.kind == "perfect":
-            path = physics_ensemble.perfect_model_ensemble(store, inits, args.members, args.lead_hours, args.out,
+            path = ensembles.perfect_model_ensemble(store, inits, args.members, args.lead_hours, args.out,
                                                            amplitude_k=args.amplitude_k, seed=args.seed, **common)
         else:
             d = exp.demo
@@ -111,11 +115,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                 model_error_scale = args.model_error_scale
                 if model_error_scale is None:
                     model_error_scale = d.analogue_model_error_scale
-                path = physics_ensemble.archived_fields_ensemble(store, inits, args.members, args.lead_hours, args.out,
+                path = ensembles.archived_fields_ensemble(store, inits, args.members, args.lead_hours, args.out,
                                                                  resolution=resolution, timestep_minutes=timestep,
                                                                  model_error_scale=model_error_scale, **kw)
             else:
-                path = physics_ensemble.predictability_limit_ensemble(store, inits, args.members, args.lead_hours,
+                path = ensembles.predictability_limit_ensemble(store, inits, args.members, args.lead_hours,
                                                                       args.out, **kw)
     print(f"{args.kind}: {path}")
     return 0
@@ -155,11 +159,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from weatherens.verify import evaluate, run
+    from weatherens.verify import evaluation
 
-    written = run.verify(
+    written = evaluation.verify(
         args.forecast, args.truth, args.out, names=args.name, climatology=args.climatology,
-        variables=args.variables, regions=args.regions or evaluate.REGIONS, thresholds=args.thresholds or (),
+        variables=args.variables, regions=args.regions or evaluation.REGIONS, thresholds=args.thresholds or (),
         plots=args.plots, baseline=args.baseline, scheduler=args.scheduler, seed=args.seed,
         progress=not args.quiet,
     )
@@ -167,6 +171,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"scores: {path}")
     if args.plots:
         print(f"plots: {args.plots}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from weatherens.data import names
+    from weatherens.verify import report
+
+    if len(args.scores) < 2:
+        raise config_mod.ConfigError(f"compare: {len(args.scores)} scores file(s); give the candidate and one or more "
+                                     "references")
+    labels = args.name or [Path(p).stem.split(".")[-1] if Path(p).stem.count(".") else Path(p).stem for p in args.scores]
+    if len(labels) != len(args.scores) or len(set(labels)) != len(labels):
+        raise config_mod.ConfigError(f"compare: need one distinct --name per scores file, got {labels}")
+    scores = {}
+    for label, path in zip(labels, args.scores):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such scores file (written by `weatherens verify`)")
+        scores[label] = xr.load_dataset(path)
+    channels = [names.parse_channel(c) for c in args.channels]
+    for label, ds in scores.items():
+        for variable, _ in channels:
+            if f"{variable}_per_init" not in ds:
+                raise config_mod.ConfigError(f"{args.scores[labels.index(label)]}: no {variable}_per_init (scores "
+                                             "written by a weatherens verify older than per-init scores, or no such "
+                                             "variable)")
+    table = report.interval_table(scores, channels)
+    print(report.scorecard(scores, channels, args.leads, table))
     return 0
 
 
@@ -182,7 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="weatherens",
         description="ML ensemble weather forecasting in JAX: data, physics world, training, ensembles, verification.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log the library's progress notes to stderr")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an expected error (bad input), show the traceback instead of the one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("compare", help="is a difference real? a candidate's fair CRPS against references, with 95 %% "
+                                       "paired intervals from `weatherens verify`'s per-init scores")
+    p.add_argument("scores", nargs="+", help="scores netCDF files of `weatherens verify` on the same inits: the "
+                                             "candidate first, then the references")
+    p.add_argument("--name", action="append", help="a label per scores file (default: from the file name)")
+    p.add_argument("--channels", nargs="+", default=["geopotential@500", "temperature@850", "2m_temperature"],
+                   help="variable@level or variable (default: z500, t850, 2 m temperature)")
+    p.add_argument("--leads", nargs="+", type=int, default=[24, 72, 120, 240], help="lead times in hours")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="the main job: world -> model -> 50-member hindcast -> baselines -> scorecard")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"where worlds are cached (default {DEFAULT_CACHE})")
@@ -228,15 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="WORKDIR",
                    help="training workdir(s); several share the members (a multi-checkpoint ensemble)")
     p.add_argument("--data", required=True, help="store with the initial states (ERA5 schema)")
-    p.add_argument("--members", type=int, required=True, help="ensemble size M")
-    p.add_argument("--perturbation", choices=("none", "gaussian", "bred"), default="none",
-                   help="initial-condition perturbations (default none: model noise only)")
+    p.add_argument("--members", type=int, help="ensemble size M (default: config demo.members)")
+    p.add_argument("--perturbation", choices=config_mod.PERTURBATIONS,
+                   help="initial-condition perturbations (default: config demo.perturbation, 'none': model noise only)")
     p.add_argument("--amplitude", type=float, default=0.05,
                    help="perturbation size in units of each channel's std (default 0.05)")
     p.add_argument("--breeding-cycles", type=int, default=4, help="model steps of breeding for --perturbation bred")
     p.add_argument("--lead-chunk", type=int, default=4, help="steps per device call; output streamed per chunk")
     p.add_argument("--member-chunk", type=int, default=256, help="members per pass (bounds memory)")
     _add_forecast_args(p)
+    _add_config_args(p, "its demo section gives the defaults of --members and --perturbation")
     p.set_defaults(func=cmd_forecast)
 
     p = sub.add_parser("baseline", help="persistence, climatological or physics ensembles in the same format")
@@ -283,12 +330,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _logging(verbose: bool) -> None:
+    """The library's loggers (`weatherens.*`, quiet by default) to stderr: warnings, and with -v progress notes."""
+    logger = logging.getLogger("weatherens")
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not any(getattr(h, "_weatherens", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("weatherens %(message)s"))
+        handler._weatherens = True
+        logger.addHandler(handler)
+
+
+def _written(args: argparse.Namespace) -> Path | None:
+    """What the command writes, locked while it runs (None: nothing, or not this process's to lock)."""
+    if args.command == "train":
+        return args.workdir if args.process_id == 0 else None
+    if args.command in ("world", "forecast", "baseline", "verify", "stats"):
+        return args.out
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _logging(args.verbose)
     try:
-        return args.func(args)
-    except (config_mod.ConfigError, DataError, FileNotFoundError, FileExistsError) as err:
-        print(f"weatherens {args.command}: error: {err}", file=sys.stderr)
+        target = _written(args)
+        if target is None:
+            return args.func(args)
+        from weatherens import files
+
+        with files.lock(target):
+            return args.func(args)
+    except (WeatherensError, FileNotFoundError, FileExistsError) as err:
+        if args.debug:
+            raise
+        print(f"weatherens {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

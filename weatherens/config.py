@@ -12,10 +12,46 @@ import dataclasses
 import datetime
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from weatherens.errors import InputError
+
+
+LEVEL_WEIGHTINGS = ("pressure", "uniform")  # train.level_weighting
+PERTURBATIONS = ("none", "gaussian", "bred")  # initial-condition perturbations of the ML ensemble
+BASELINES = ("persistence", "climatology", "physics_analogue", "physics_limit")  # demo.baselines
+
+
+class ConfigError(InputError):
+    """A configuration file or override that does not fit the schema or a value out of its range."""
+
+
+def _check(section: str, cfg: Any, rules: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """Raise ConfigError listing every field of `cfg` whose value breaks its rule (checked when loaded)."""
+    problems = [f"{section}.{name} = {getattr(cfg, name)!r}: {what}"
+                for name, (ok, what) in rules.items() if not ok(getattr(cfg, name))]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _at_least(n):
+    return (lambda v: v >= n), f"must be >= {n}"
+
+
+def _positive():
+    return (lambda v: v > 0), "must be > 0"
+
+
+def _one_of(*options):
+    return (lambda v: v in options), f"must be one of {list(options)}"
+
+
+def _all_in(*options):
+    return (lambda v: set(v) <= set(options)), f"must be a subset of {list(options)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +90,10 @@ class DataConfig:
     train: TimeRange = TimeRange("2000-01-01", "2000-04-30T18")
     validation: TimeRange = TimeRange("2000-05-01", "2000-05-31T18")
     test: TimeRange = TimeRange("2000-06-01", "2000-06-30T18")
+
+    def __post_init__(self):
+        _check("data", self, {"timestep_hours": _at_least(1), "rollout_steps": _at_least(1),
+                              "batch_size": _at_least(1), "in_memory_max_gib": _at_least(0), "prefetch": _at_least(0)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +136,12 @@ class ModelConfig:
     noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum
     noise_field_rho: float = 0.5  # AR(1) correlation of the noise fields from one step to the next
 
+    def __post_init__(self):
+        _check("model", self, {"embed_dim": _at_least(1), "blocks": _at_least(1), "mlp_ratio": _positive(),
+                               "lmax": _at_least(0), "noise_dim": _at_least(0), "noise_fields": _at_least(0),
+                               "noise_field_degree": _positive(),
+                               "noise_field_rho": ((lambda v: 0 <= v < 1), "must be in [0, 1)")})
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -109,7 +155,7 @@ class TrainConfig:
     end_learning_rate: float = 1e-5  # at the end of the cosine decay
     weight_decay: float = 0.01  # AdamW
     grad_clip: float = 1.0  # global gradient norm
-    level_weighting: str = "pressure"  # "pressure" (proportional to the level) or "uniform"
+    level_weighting: str = "pressure"  # LEVEL_WEIGHTINGS: "pressure" (proportional to the level) or "uniform"
     variable_weights: dict = dataclasses.field(default_factory=dict)  # long name -> loss weight (default 1)
     rollout_lengths: tuple[int, ...] = (1,)  # autoregressive steps in the loss, per phase
     rollout_starts: tuple[int, ...] = (0,)  # first optimizer step of each phase
@@ -120,6 +166,20 @@ class TrainConfig:
     validation_batches: int = 4
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        _check("train", self, {
+            "steps": _at_least(1), "members": ((lambda v: v >= 2), "the (almost-)fair CRPS needs at least 2 members"),
+            "alpha": ((lambda v: 0 <= v <= 1), "must be in [0, 1]"), "learning_rate": _positive(),
+            "warmup_steps": _at_least(0), "end_learning_rate": _at_least(0), "weight_decay": _at_least(0),
+            "grad_clip": _positive(), "level_weighting": _one_of(*LEVEL_WEIGHTINGS),
+            "variable_weights": ((lambda v: all(x >= 0 for x in v.values())), "weights must be >= 0"),
+            "rollout_lengths": ((lambda v: len(v) > 0 and min(v) >= 1), "need one or more lengths, each >= 1"),
+            "rollout_starts": ((lambda v: len(v) == len(self.rollout_lengths) and v[0] == 0 and list(v) == sorted(set(v))),
+                               "one per rollout length, strictly ascending from 0"),
+            "log_every": _at_least(1), "validate_every": ((lambda v: v >= 0), "must be >= 0 (0: no validation)"),
+            "validation_batches": _at_least(1),
+            "checkpoint_every": _at_least(1), "keep_checkpoints": _at_least(1)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,16 +198,23 @@ class DemoConfig:
     analogue_resolution: str = "T31"
     analogue_timestep_minutes: float = 60.0
     # x the analogue's own analysis errors (1: their measured size) and x its own 6-h model errors added every
-    # interval (infer/model_error.py; 0: none), tuned on 6 validation inits for a debiased SSR near 1 at days 1-10
+    # interval (world/model_error.py; 0: none), tuned on 6 validation inits for a debiased SSR near 1 at days 1-10
     # (scripts/tune_physics_ensembles.py; docs/yardsticks.md); the limit needs neither (its SSR is 1.0-1.2 at 1)
     analogue_scale: float = 1.0
     analogue_model_error_scale: float = 2.0
     limit_members: int = 2  # the predictability limit: the world's own model (T42), same analysis and perturbations
     limit_scale: float = 1.0
-    perturbation: str = "none"  # initial-condition perturbation of the ML ensemble
+    perturbation: str = "none"  # initial-condition perturbation of the ML ensemble (PERTURBATIONS)
     checkpoint: str = "small"  # shipped checkpoint (checkpoints/<name>) used unless --retrain
     # run and scored beside the ML ensemble (a subset of these four; the physics ones cost the most)
-    baselines: tuple[str, ...] = ("persistence", "climatology", "physics_analogue", "physics_limit")
+    baselines: tuple[str, ...] = BASELINES
+
+    def __post_init__(self):
+        _check("demo", self, {
+            "members": _at_least(1), "lead_hours": _positive(), "max_inits": _at_least(1),
+            "init_every_hours": _positive(), "analogue_members": _at_least(1), "analogue_timestep_minutes": _positive(),
+            "analogue_scale": _at_least(0), "analogue_model_error_scale": _at_least(0), "limit_members": _at_least(1),
+            "limit_scale": _at_least(0), "perturbation": _one_of(*PERTURBATIONS), "baselines": _all_in(*BASELINES)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +225,6 @@ class Experiment:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     demo: DemoConfig = DemoConfig()
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that does not fit the schema."""
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -178,7 +241,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         (item_hint, _ellipsis) = typing.get_args(hint)
         return tuple(_coerce(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
-        return value
+        if value is None and type(None) in typing.get_args(hint):
+            return None
+        problems = []
+        for option in (a for a in typing.get_args(hint) if a is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as err:
+                problems.append(str(err))
+        raise ConfigError(f"{where}: {value!r} fits none of {hint} ({'; '.join(problems)})")
     if hint is dict:
         if not isinstance(value, dict) or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in value.values()):

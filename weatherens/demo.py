@@ -29,13 +29,15 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from weatherens import config
-from weatherens.data import world_store
+from weatherens import config, files
+from weatherens.data.names import MEMBER_DIM
+from weatherens.errors import InputError, WeatherensError
+from weatherens.world import store as world_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 SHIPPED = ROOT / "checkpoints"
-NAMES = ("weatherens", "persistence", "climatology", "physics_analogue", "physics_limit")
+NAMES = ("weatherens", *config.BASELINES)
 SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None))
 # Scored at every level (the time budget: `weatherens verify` of the forecasts in RUN_DIR/forecasts
 # scores the winds and surface pressure too).
@@ -50,11 +52,7 @@ def experiment(quick: bool, path: Path | None = None, overrides: tuple[str, ...]
     path = Path(path) if path is not None else CONFIGS / ("tiny.yaml" if quick else "small.yaml")
     if not path.exists():
         raise FileNotFoundError(f"{path}: the demo's config is missing (run from a weatherens checkout)")
-    exp = config.load(path, overrides)
-    unknown = sorted(set(exp.demo.baselines) - set(NAMES[1:]))
-    if unknown:
-        raise config.ConfigError(f"{path}: demo.baselines {unknown} unknown; known: {list(NAMES[1:])}")
-    return exp
+    return config.load(path, overrides)  # checks demo.baselines against config.BASELINES
 
 
 def run_names(exp: config.Experiment) -> tuple[str, ...]:
@@ -147,7 +145,7 @@ def demo_inits(world: Path, exp: config.Experiment) -> np.ndarray:
     candidates = np.arange(start, end + np.timedelta64(1, "ns"), np.timedelta64(d.init_every_hours, "h"))
     inits = candidates[np.isin(candidates, times) & (candidates + lead <= end)][: d.max_inits]
     if inits.size == 0:
-        raise ValueError(f"{world}: no init time every {d.init_every_hours} h in the test split {test.start}..{test.end} "
+        raise InputError(f"{world}: no init time every {d.init_every_hours} h in the test split {test.start}..{test.end} "
                          f"with {d.lead_hours} h of truth after it")
     return inits
 
@@ -166,7 +164,8 @@ def make_forecast(name: str, exp: config.Experiment, world: Path, ckpt: Path, in
                   progress: bool) -> Path:
     """Write the demo's forecast `name` (one of NAMES) to `path`; returns it. Module-level, so that a second
     process can run it."""
-    from weatherens.infer import baselines, forecast, physics_ensemble
+    from weatherens.infer import baselines, forecast
+    from weatherens.world import ensembles
 
     d = exp.demo
     common = dict(variables=exp.data.variables, levels=exp.data.levels, timestep_hours=exp.data.timestep_hours,
@@ -179,15 +178,15 @@ def make_forecast(name: str, exp: config.Experiment, world: Path, ckpt: Path, in
     if name == "climatology":
         return baselines.climatology(str(world), inits, d.members, d.lead_hours, path, train=exp.data.train, **common)
     if name == "physics_analogue":
-        return physics_ensemble.archived_fields_ensemble(
+        return ensembles.archived_fields_ensemble(
             world, inits, d.analogue_members, d.lead_hours, path, resolution=d.analogue_resolution,
             timestep_minutes=d.analogue_timestep_minutes, perturbation_scale=d.analogue_scale,
             model_error_scale=d.analogue_model_error_scale, error_span=exp.data.train, progress=progress)
     if name == "physics_limit":
-        return physics_ensemble.predictability_limit_ensemble(
+        return ensembles.predictability_limit_ensemble(
             world, inits, d.limit_members, d.lead_hours, path, perturbation_scale=d.limit_scale,
             error_span=exp.data.train, progress=progress)
-    raise ValueError(f"unknown forecast {name!r}; known: {list(NAMES)}")
+    raise InputError(f"unknown forecast {name!r}; known: {list(NAMES)}")
 
 
 # The costliest forecast, run in a second process beside the others when there are cores to share: alone
@@ -224,7 +223,7 @@ def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray
             return
         side.join()
         if side.exitcode != 0 or not paths[SIDE_PROCESS].exists():
-            raise RuntimeError(f"{paths[SIDE_PROCESS]}: the {SIDE_PROCESS} forecast failed in its process (exit code "
+            raise WeatherensError(f"{paths[SIDE_PROCESS]}: the {SIDE_PROCESS} forecast failed in its process (exit code "
                                f"{side.exitcode}); run the demo again to resume it")
         print(f"  {SIDE_PROCESS}: {paths[SIDE_PROCESS]} ({time.perf_counter() - t_side:.0f} s, beside the others)",
               flush=True)
@@ -234,169 +233,19 @@ def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray
 
 def verify_all(names: tuple[str, ...], paths: dict[str, Path], world: Path, run_dir: Path, progress: bool) -> dict[str, Path]:
     """Scores files of the named forecasts (RUN_DIR/scores.<name>.nc), scored unless newer than their forecast."""
-    from weatherens.verify import run as verify_run
+    from weatherens.verify import evaluation, io
 
-    files = {}
+    written = {}
     for name in names:
-        files[name] = verify_run.scores_path(run_dir / "scores.nc", name, several=True)
-        if _newer(files[name], paths[name]):
-            print(f"  {name}: reusing the scores in {files[name]}")
+        written[name] = io.scores_path(run_dir / "scores.nc", name, several=True)
+        if _newer(written[name], paths[name]):
+            print(f"  {name}: reusing the scores in {written[name]}")
             continue
         t0 = time.perf_counter()
-        verify_run.verify([str(paths[name])], str(world), files[name], names=[name], variables=SCORED_VARIABLES,
+        evaluation.verify([str(paths[name])], str(world), written[name], names=[name], variables=SCORED_VARIABLES,
                           spectra_of=[name] if name in ENSEMBLES_WITH_SPECTRA else [], progress=progress)
         print(f"  {name}: verified ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return files
-
-
-def _pick(scores: xr.Dataset, variable: str, level, metric: str, lead_h: int) -> float:
-    from weatherens.verify import plots
-
-    da = scores[variable].sel(region="global")
-    if level is not None:
-        da = da.sel(level=level)
-    metric = plots.available_metric(da, metric)
-    if metric not in da["metric"].values:
-        return float("nan")
-    return float(da.sel(metric=metric, lead_time=np.timedelta64(lead_h, "h")))
-
-
-def _channel_label(variable: str, level) -> str:
-    """'geopotential@500', or the variable's name for a single-level one."""
-    return f"{variable}@{level}" if level else variable
-
-
-def _lead_label(hours: int) -> str:
-    """'3 d' for whole days, '6 h' otherwise (the tables' columns and rows)."""
-    return f"{hours // 24} d" if hours % 24 == 0 else f"{hours} h"
-
-
-def per_init_crps(scores: xr.Dataset, variable: str, level) -> xr.DataArray:
-    """(init_time, lead_time) global fair CRPS per init (a one-member forecast's CRPS: its absolute error)."""
-    from weatherens.verify import plots
-
-    da = scores[f"{variable}_per_init"].sel(region="global")
-    if level is not None:
-        da = da.sel(level=level)
-    return da.sel(score=plots.available_metric(scores, "crps_fair"))
-
-
-def interval_table(scores: dict[str, xr.Dataset]) -> xr.Dataset:
-    """The ML ensemble's global fair CRPS against each baseline's: `paired.compare` per (baseline,
-    channel, lead_time), i.e. the ratio of mean CRPS with its 95 % interval from the paired per-init
-    differences (AR(1)-inflated t-interval, Geer 2016) and whether the difference is significant, at
-    every lead."""
-    from weatherens.verify import paired
-
-    ml, others = scores[NAMES[0]], [n for n in NAMES[1:] if n in scores]
-    rows = []
-    for name in others:
-        per_channel = []
-        for variable, level in SCORECARD_CHANNELS:
-            if variable not in ml or variable not in scores[name]:
-                continue
-            table = paired.compare(per_init_crps(ml, variable, level), per_init_crps(scores[name], variable, level))
-            per_channel.append(table.drop_vars([c for c in table.coords if c != "lead_time"])
-                               .expand_dims(channel=[_channel_label(variable, level)]))
-        rows.append(xr.concat(per_channel, dim="channel").expand_dims(baseline=[name]))
-    return xr.concat(rows, dim="baseline")
-
-
-def skill_fraction_table(scores: dict[str, xr.Dataset], lead_hours: int) -> dict[tuple[str, int], object]:
-    """{(channel, lead hours): paired.SkillFraction} of the ML ensemble between climatology (0) and the
-    predictability limit (1), from the per-init fair CRPS (moving-block bootstrap interval)."""
-    from weatherens.verify import paired
-
-    if not {"climatology", "physics_limit"} <= set(scores):
-        return {}
-    out = {}
-    for variable, level in SCORECARD_CHANNELS:
-        series = [per_init_crps(scores[n], variable, level) for n in ("climatology", NAMES[0], "physics_limit")]
-        for h in SCORECARD_LEADS_H:
-            if h <= lead_hours:
-                at = [s.sel(lead_time=np.timedelta64(h, "h")).values for s in series]
-                out[(_channel_label(variable, level), h)] = paired.skill_fraction(*at)
-    return out
-
-
-def _ratio_cell(row: xr.Dataset) -> str:
-    """'0.97 ± 0.02 ▼': the ratio, half its 95 % interval, ▼ / ▲ where significantly better / worse."""
-    ratio, half = float(row["ratio"]), (float(row["high"]) - float(row["low"])) / 2
-    if not np.isfinite(ratio):
-        return "–"
-    mark = (" ▼" if ratio < 1 else " ▲") if bool(row["significant"]) else ""
-    digits = 3 if abs(ratio - 1) < 0.1 else 2
-    return f"{ratio:.{digits}f} ± {half:.{digits}f}{mark}"
-
-
-def scorecard(scores: dict[str, xr.Dataset], lead_hours: int, table: xr.Dataset | None) -> str:
-    """Markdown table: the ML ensemble's global fair CRPS, its ratio to each baseline's with the 95 %
-    interval and a significance mark (`interval_table`), its skill fraction between climatology and the
-    predictability limit, RMSE and debiased SSR, for z500, t850 and the near-surface temperature.
-    table: `interval_table(scores)` (None: no baseline)."""
-    leads = [h for h in SCORECARD_LEADS_H if h <= lead_hours]
-    fractions = skill_fraction_table(scores, lead_hours)
-    others = [] if table is None else [str(b) for b in table["baseline"].values]
-    head = ("| variable | lead | fair CRPS | " + " | ".join(f"÷ {n}" for n in others)
-            + (" | skill fraction" if fractions else "") + " | RMSE | SSR (debiased) |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    ml = scores[NAMES[0]]
-    for variable, level in SCORECARD_CHANNELS:
-        if variable not in ml:
-            continue
-        label = _channel_label(variable, level)
-        for h in leads:
-            cells = [_ratio_cell(table.sel(baseline=n, channel=label, lead_time=np.timedelta64(h, "h"))) for n in others]
-            if fractions:
-                f = fractions[(label, h)]
-                cells.append(f"{f.value:.2f} [{f.low:.2f}, {f.high:.2f}]")
-            lines.append(f"| {label} | {_lead_label(h)} | {_pick(ml, variable, level, 'crps_fair', h):.4g} | "
-                         + " | ".join(cells) + f" | {_pick(ml, variable, level, 'rmse', h):.4g} | "
-                         f"{_pick(ml, variable, level, 'ssr_debiased', h):.2f} |")
-    if table is None:
-        return "\n".join(lines)
-    n = int(table["n"].max())
-    lines.append(f"\nRatios of mean fair CRPS (persistence: its absolute error) over {n} inits ± half the 95 % "
-                 "interval from the paired per-init differences (t-interval, AR(1)-inflated for correlated inits: "
-                 "Geer 2016); ▼ / ▲: weatherens significantly better / worse. Skill fraction: (CRPS_clim − CRPS_ML) / "
-                 "(CRPS_clim − CRPS_limit), 0 = climatology, 1 = the predictability limit, [95 % block-bootstrap "
-                 "interval].")
-    return "\n".join(lines)
-
-
-def ssr_table(scores: dict[str, xr.Dataset], lead_hours: int) -> str:
-    """Markdown table of the debiased spread-skill ratio of every ensemble (rows forecast x variable,
-    columns leads): 1 is reliable, below 1 over-confident."""
-    leads = [h for h in SCORECARD_LEADS_H if h <= lead_hours]
-    head = "| forecast | variable | " + " | ".join(map(_lead_label, leads)) + " |"
-    lines = [head, "|" + "---|" * (len(leads) + 2)]
-    for name, ds in scores.items():
-        for variable, level in SCORECARD_CHANNELS:
-            if variable not in ds or "ssr_debiased" not in ds["metric"].values:
-                continue
-            label = _channel_label(variable, level)
-            lines.append(f"| {name} | {label} | "
-                         + " | ".join(f"{_pick(ds, variable, level, 'ssr_debiased', h):.2f}" for h in leads) + " |")
-    return "\n".join(lines)
-
-
-def spectra_check(scores: xr.Dataset, max_degree: int) -> str:
-    """Largest |members / truth - 1| of the SH power over degrees 1 <= l <= max_degree (the truth run's
-    spectral truncation: above it the archived truth holds only interpolation residue), per variable and
-    lead, in %."""
-    rows = []
-    for variable, level in SCORECARD_CHANNELS:
-        key = f"{variable}_sh_spectrum"
-        if key not in scores:
-            continue
-        s = scores[key].sel(level=level) if level is not None else scores[key]
-        degrees = s["total_wavenumber"]
-        ratio = (s.sel(source="members") / s.sel(source="truth")).where((degrees >= 1) & (degrees <= max_degree),
-                                                                        drop=True)
-        worst = np.abs(ratio - 1).max("total_wavenumber").values * 100
-        rows.append(f"{_channel_label(variable, level)}: " + ", ".join(
-            f"{np.timedelta64(t, 'h').astype(int)} h {w:.0f} %" for t, w in zip(scores["lead_time"].values, worst)))
-    return "\n".join(rows)
+    return written
 
 
 def _subset(ds: xr.Dataset, variables) -> xr.Dataset:
@@ -414,7 +263,7 @@ def _channel(ds: xr.Dataset, variable: str, level) -> xr.Dataset:
 def draw_figures(scores: dict[str, xr.Dataset], table: xr.Dataset | None, out_dir: Path) -> list[Path]:
     """The report's figures, for the scorecard channels only: skill against lead of all five forecasts,
     the scorecard of the ML ensemble against each baseline with significance (WB2 style), and the ML
-    ensemble's spectra and rank histograms. table: `interval_table(scores)` (None: no baseline)."""
+    ensemble's spectra and rank histograms. table: `report.interval_table` (None: no baseline)."""
     from weatherens.verify import plots
 
     paths = plots.paired_scorecard(table, out_dir, "weatherens") if table is not None else []
@@ -428,7 +277,7 @@ def draw_figures(scores: dict[str, xr.Dataset], table: xr.Dataset | None, out_di
 
 
 def _members_line(paths: dict[str, Path]) -> str:
-    sizes = {n: xr.open_zarr(p).sizes.get("number", 1) for n, p in paths.items() if n != NAMES[0]}
+    sizes = {n: xr.open_zarr(p).sizes.get(MEMBER_DIM, 1) for n, p in paths.items() if n != NAMES[0]}
     return ", ".join(f"{n} {m}" for n, m in sizes.items())
 
 
@@ -439,9 +288,16 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
     exp = experiment(quick, config_path, overrides)
     run_dir = Path(out) / ("demo-quick" if quick else "demo" if config_path is None else f"demo-{exp.name}")
     names = run_names(exp)
+    with files.lock(run_dir):
+        return _run(exp, run_dir, names, cache, quick, progress, retrain, t_start)
+
+
+def _run(exp: config.Experiment, run_dir: Path, names: tuple[str, ...], cache: Path, quick: bool, progress: bool,
+         retrain: bool, t_start: float) -> int:
     t = _stage("1. physics world")
     world = world_path(cache, exp.world)
-    world_store.build_world(world, exp.world, progress=progress)
+    with files.lock(world):
+        world_store.build_world(world, exp.world, progress=progress)
     print(world_store.describe(world))
     print(f"({time.perf_counter() - t:.0f} s)")
 
@@ -454,19 +310,22 @@ def run(cache: Path, quick: bool = False, progress: bool = True, retrain: bool =
     print(f"{len(inits)} initialisation times: {', '.join(str(np.datetime64(i, 'h')) for i in inits)}; "
           f"{exp.demo.members} members, {exp.demo.lead_hours} h")
     paths, wait = forecasts(exp, world, ckpt, inits, run_dir, progress)
-    files = verify_all(tuple(n for n in names if n != SIDE_PROCESS), paths, world, run_dir, progress)
+    score_files = verify_all(tuple(n for n in names if n != SIDE_PROCESS), paths, world, run_dir, progress)
     wait()
-    files.update(verify_all(tuple(n for n in names if n == SIDE_PROCESS), paths, world, run_dir, progress))
-    files = [files[n] for n in names]
-    scores = {n: xr.load_dataset(f) for n, f in zip(names, files)}
-    intervals = interval_table(scores) if len(scores) > 1 else None
+    score_files.update(verify_all(tuple(n for n in names if n == SIDE_PROCESS), paths, world, run_dir, progress))
+    scores = {n: xr.load_dataset(score_files[n]) for n in names}  # the ML ensemble first
+    from weatherens.verify import report as tables
+
+    intervals = tables.interval_table(scores, SCORECARD_CHANNELS) if len(scores) > 1 else None
     draw_figures(scores, intervals, run_dir / "figures")
     print(f"({time.perf_counter() - t:.0f} s)")
 
-    table = scorecard(scores, exp.demo.lead_hours, intervals)
+    leads = [h for h in SCORECARD_LEADS_H if h <= exp.demo.lead_hours]
+    fractions = tables.skill_fraction_table(scores, SCORECARD_CHANNELS, leads)
+    table = tables.scorecard(scores, SCORECARD_CHANNELS, leads, intervals, fractions)
     truncation = int(exp.world.resolution.lstrip("Tt"))
-    spectra = spectra_check(scores["weatherens"], truncation)
-    ssr = ssr_table(scores, exp.demo.lead_hours)
+    spectra = tables.spectra_check(scores[NAMES[0]], SCORECARD_CHANNELS, truncation)
+    ssr = tables.ssr_table(scores, SCORECARD_CHANNELS, leads)
     print("\n== Scorecard (global; ratios < 1: weatherens better)\n" + table)
     print("\nSpread-skill ratio (debiased; 1 = reliable):\n" + ssr)
     print(f"\nMember spectra against the truth's (largest deviation over 1 <= l <= {truncation}):\n" + spectra)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# WeatherBench 2's `schema.EARTH_RADIUS_M`: the mean of the polar (6,357 km) and equatorial (6,378 km)
+# radii. The project's one Earth radius (spectra, wavelengths); dinosaur's model keeps its own (6,371 km).
+EARTH_RADIUS_M = 1000.0 * (6357.0 + 6378.0) / 2.0
+
 
 def equiangular_latitudes(nlat: int, with_poles: bool = False) -> np.ndarray:
     """Latitudes of an equiangular grid, ascending, degrees north, shape (nlat,).
@@ -47,19 +51,40 @@ def longitude_bounds(lon: np.ndarray) -> np.ndarray:
 def cell_area_fractions(lat: np.ndarray) -> np.ndarray:
     """Fraction of the sphere's area in each latitude band, shape (nlat,), sums to 1.
 
-    Area of the band between phi_a and phi_b is 2 pi r^2 (sin phi_b - sin phi_a).
+    Area of the band between phi_a and phi_b is 2 pi r^2 (sin phi_b - sin phi_a). Latitudes in any
+    order (ascending, descending as ERA5 files store them, Gaussian): the bands are those of the
+    sorted latitudes, returned in the given order.
     """
-    edges = np.deg2rad(latitude_bounds(lat))
-    return 0.5 * np.diff(np.sin(edges))
+    lat = np.asarray(lat, dtype=np.float64)
+    order = np.argsort(lat)
+    out = np.empty_like(lat)
+    out[order] = 0.5 * np.diff(np.sin(np.deg2rad(latitude_bounds(lat[order]))))
+    return out
 
 
 def latitude_weights(lat: np.ndarray) -> np.ndarray:
     """Area weights w_i proportional to sin(phi_{i+1/2}) - sin(phi_{i-1/2}), mean 1, shape (nlat,).
 
-    Same as WeatherBench 2 `get_lat_weights` (cell areas, normalised to mean 1).
+    Same as WeatherBench 2 `get_lat_weights` (cell areas, normalised to mean 1); latitudes in any order.
     """
     frac = cell_area_fractions(lat)
     return frac / frac.mean()
+
+
+def area_mean(x, lat: np.ndarray, mask=None):
+    """Area-weighted mean over the last two axes (latitude, longitude) of a numpy or JAX array.
+
+        mean = sum_ij w_i m_ij x_ij / sum_ij w_i m_ij,
+
+    w = `latitude_weights(lat)` (cell areas), m an optional boolean mask over latitude (nlat,) or
+    (nlat, nlon). x: (..., nlat, nlon); returns (...). NaN propagates. The one area mean of the model,
+    training and inference code; verification's, on DataArrays, is `verify.regions.spatial_mean`.
+    """
+    w = latitude_weights(lat)[:, None] * np.ones(x.shape[-1])
+    if mask is not None:
+        mask = np.asarray(mask)
+        w = w * (mask[:, None] if mask.ndim == 1 else mask)
+    return (x * w).sum(axis=(-2, -1)) / w.sum()
 
 
 def is_global(lat: np.ndarray, lon: np.ndarray, tol_deg: float = 1e-6) -> bool:

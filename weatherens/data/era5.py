@@ -1,6 +1,6 @@
 """Open an ERA5-schema store (zarr or netCDF, local path or fsspec URL) in canonical form.
 
-Canonical form (the design doc): dims `time, level, latitude, longitude`; latitude ascending
+Canonical form (docs/architecture.md): dims `time, level, latitude, longitude`; latitude ascending
 (-90 -> 90); longitude 0 -> 360; `level` in hPa; WeatherBench 2 long variable names; `time`
 decoded to datetime64. Every quirk of a real store is undone here, once, on the way in:
 short names (`t2m`, `z`, ...), latitude descending (ARCO / native ERA5), `(lon, lat)` order,
@@ -21,12 +21,13 @@ import xarray as xr
 
 from weatherens import grid
 from weatherens.data import names
+from weatherens.errors import InputError
 
-CANONICAL_DIMS = ("time", "prediction_timedelta", "number", "level", "latitude", "longitude")
+CANONICAL_DIMS = ("time", names.LEAD_DIM, names.MEMBER_DIM, "level", "latitude", "longitude")
 _NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A store that cannot serve as asked; the message names the store, variable and problem."""
 
 

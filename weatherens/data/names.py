@@ -63,6 +63,24 @@ UNITS: dict[str, str] = {
     "geopotential_at_surface": "m**2 s**-2",
 }
 
+# long name -> (ERA5 long_name attribute, CF standard_name) for the variables forecasts are written with
+DESCRIPTIONS: dict[str, tuple[str, str | None]] = {
+    "geopotential": ("Geopotential", "geopotential"),
+    "temperature": ("Temperature", "air_temperature"),
+    "u_component_of_wind": ("U component of wind", "eastward_wind"),
+    "v_component_of_wind": ("V component of wind", "northward_wind"),
+    "surface_pressure": ("Surface pressure", "surface_air_pressure"),
+    "2m_temperature": ("2 metre temperature", None),
+    "mean_sea_level_pressure": ("Mean sea level pressure", "air_pressure_at_mean_sea_level"),
+    "10m_u_component_of_wind": ("10 metre U wind component", "eastward_wind"),
+    "10m_v_component_of_wind": ("10 metre V wind component", "northward_wind"),
+    "specific_humidity": ("Specific humidity", "specific_humidity"),
+}
+
+# canonical dims of a forecast store (WeatherBench 2): the ensemble member and the lead time
+MEMBER_DIM = "number"
+LEAD_DIM = "prediction_timedelta"
+
 # dimension / coordinate aliases -> canonical name
 DIM_ALIASES: dict[str, str] = {
     "lat": "latitude",
@@ -90,3 +108,22 @@ def long_name(name: str) -> str:
 def channel_name(variable: str, level: int | None) -> str:
     """The name of one model channel, e.g. 'temperature@850' or '2m_temperature'."""
     return variable if level is None else f"{variable}@{int(level)}"
+
+
+def attrs(variable: str) -> dict[str, str]:
+    """CF attributes of a variable by long name: units (ERA5's), long_name and standard_name where known."""
+    out = {"units": UNITS[variable]} if variable in UNITS else {}
+    long, standard = DESCRIPTIONS.get(variable, (None, None))
+    out.update({k: v for k, v in (("long_name", long), ("standard_name", standard)) if v is not None})
+    return out
+
+
+def parse_channel(name: str) -> tuple[str, int | None]:
+    """Inverse of `channel_name`: 'temperature@850' -> ('temperature', 850), '2m_temperature' ->
+    ('2m_temperature', None). Levels are positive integers (hPa); anything else is a ValueError."""
+    variable, sep, level = name.partition("@")
+    if not sep:
+        return name, None
+    if not variable or not level.isdigit() or int(level) <= 0:
+        raise ValueError(f"channel {name!r}: expected 'variable@level' with a positive integer level in hPa")
+    return variable, int(level)

@@ -15,7 +15,7 @@ Cell edges are `weatherens.grid.latitude_bounds` / `longitude_bounds` (midpoints
 `grid.latitude_weights` is preserved exactly (to rounding). The same weights are built by
 `dinosaur.horizontal_interpolation.conservative_{latitude,longitude}_weights` (in radians).
 
-Inputs follow the canonical form of ARCHITECTURE.md: latitude ascending (-90 -> 90), longitude
+Inputs follow the canonical form of docs/architecture.md: latitude ascending (-90 -> 90), longitude
 regular and global (0 -> 360); the pole rows of an ERA5 grid (181 x 360, 721 x 1440) are cells
 of half height, which the edges above handle.
 """

@@ -44,6 +44,7 @@ import numpy as np
 import xarray as xr
 
 from weatherens import files, grid
+from weatherens.data import names
 from weatherens.data.era5 import DataError
 
 STATISTICS = ("mean", "std", "residual_std")
@@ -215,10 +216,10 @@ def per_channel(stats: xr.Dataset, channels: tuple[str, ...]) -> dict[str, np.nd
     """{'mean', 'std', 'residual_std'} -> float64 (C,) in the order of `channels` ('variable@level' or 'variable')."""
     out = {s: np.empty(len(channels)) for s in STATISTICS}
     for i, name in enumerate(channels):
-        var, _, level = name.partition("@")
+        var, level = names.parse_channel(name)
         if var not in stats:
             raise KeyError(f"normalization statistics have no {var!r} (have {sorted(stats.data_vars)})")
-        da = stats[var].sel(level=int(level)) if level else stats[var]
+        da = stats[var].sel(level=level) if level is not None else stats[var]
         for s in STATISTICS:
             out[s][i] = float(da.sel(statistic=s))
     return out

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from weatherens.config import TimeRange
 from weatherens.data import era5, names
 from weatherens.data.pipeline import channel_names, read_states
+from weatherens.errors import InputError
 from weatherens.infer.output import MEMBER_CHUNK, ForecastWriter
 
 
@@ -31,9 +32,20 @@ def _open(store: str, variables: Sequence[str], levels: Sequence[int]):
     return ds, variables, channel_names(ds, variables)
 
 
+def _check_inits(ds, store: str, init_times, times_needed) -> None:
+    """InputError naming the store when it lacks a time that the forecasts from `init_times` read."""
+    if len(init_times) == 0:
+        raise InputError("--init-times: none given")
+    absent = np.setdiff1d(np.asarray(times_needed, "datetime64[ns]").ravel(), ds["time"].values)
+    if absent.size:
+        raise InputError(f"{store}: no states at {', '.join(str(np.datetime64(t, 'h')) for t in absent[:4])}"
+                         f"{' ...' if absent.size > 4 else ''} (the store covers {np.datetime64(ds['time'].values[0], 'h')}"
+                         f" .. {np.datetime64(ds['time'].values[-1], 'h')})")
+
+
 def _leads(lead_hours: int, timestep_hours: int) -> np.ndarray:
     if lead_hours <= 0 or lead_hours % timestep_hours:
-        raise ValueError(f"lead hours {lead_hours}: must be a positive multiple of {timestep_hours} h")
+        raise InputError(f"--lead-hours {lead_hours}: must be a positive multiple of the store's step ({timestep_hours} h)")
     return np.arange(1, lead_hours // timestep_hours + 1) * np.timedelta64(timestep_hours, "h")
 
 
@@ -42,6 +54,7 @@ def persistence(store: str, init_times: np.ndarray, lead_hours: int, out: str | 
     """One-member persistence forecast of `store` from each init time; returns the store written."""
     ds, variables, channels = _open(store, variables, levels)
     leads = _leads(lead_hours, timestep_hours)
+    _check_inits(ds, store, init_times, init_times)
     writer = ForecastWriter(out, channels, init_times, leads, 1, ds["latitude"].values, ds["longitude"].values,
                             member_coords={"member_source": ["persistence"], "member_perturbation": ["none"]},
                             attrs={"source": "weatherens baseline persistence", "data": str(store)},
@@ -68,7 +81,7 @@ def climatology_times(train_times: np.ndarray, t0, lead_max: np.timedelta64, mem
         ok &= np.minimum(d, 365.25 - d) <= window_days
     candidates = train_times[ok]
     if candidates.size == 0:
-        raise ValueError(f"no training time at {np.datetime64(t0, 'h')}'s time of day within {window_days} days of "
+        raise InputError(f"no training time at {np.datetime64(t0, 'h')}'s time of day within {window_days} days of "
                          f"its day of year with a whole {lead_max / np.timedelta64(1, 'h'):g} h trajectory")
     hours = int((t0 - np.datetime64("1900-01-01", "ns")) / np.timedelta64(1, "h"))
     rng = np.random.default_rng([seed, hours])
@@ -79,9 +92,15 @@ def climatology(store: str, init_times: np.ndarray, members: int, lead_hours: in
                 variables: Sequence[str], levels: Sequence[int], train: TimeRange, timestep_hours: int = 6,
                 window_days: float | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Climatological ensemble (see module doc); returns the store written."""
+    if members < 1:
+        raise InputError(f"--members {members}: must be >= 1")
     ds, variables, channels = _open(store, variables, levels)
     leads = _leads(lead_hours, timestep_hours)
     train_times = ds["time"].sel(time=train.as_slice()).values
+    if len(init_times) == 0:
+        raise InputError("--init-times: none given")
+    for t0 in init_times:  # every init has candidate trajectories before anything is written
+        climatology_times(train_times, t0, leads[-1], 1, seed, window_days)
     writer = ForecastWriter(out, channels, init_times, leads, members, ds["latitude"].values, ds["longitude"].values,
                             member_coords={"member_source": ["climatology"] * members,
                                            "member_perturbation": ["none"] * members},

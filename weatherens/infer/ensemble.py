@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from weatherens.errors import InputError
 from weatherens.model import noise
 from weatherens.model.predictor import Predictor
 
@@ -27,7 +28,7 @@ def init_key(seed: int, init_time) -> jax.Array:
     """The root key of one initialisation: fold_in(key(seed), hours since 1900-01-01)."""
     hours = int((np.datetime64(init_time, "h") - EPOCH_HOURS) / np.timedelta64(1, "h"))
     if hours < 0:
-        raise ValueError(f"init time {init_time} is before 1900-01-01")
+        raise InputError(f"init time {init_time} is before 1900-01-01")
     return jax.random.fold_in(jax.random.key(seed), hours)
 
 

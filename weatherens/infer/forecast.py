@@ -18,6 +18,7 @@ from tqdm import tqdm
 from weatherens import checkpoint
 from weatherens.data import era5, forcings as forcings_lib, names
 from weatherens.data.pipeline import read_states
+from weatherens.errors import InputError, WeatherensError
 from weatherens.infer import ensemble, output, perturbations
 
 
@@ -44,23 +45,42 @@ def forecast(checkpoints: Sequence[str | Path], store: str, init_times: np.ndarr
              out: str | Path, *, perturbation: str = "none", amplitude: float = 0.05, breeding_cycles: int = 4,
              seed: int = 0, lead_chunk: int = 4, member_chunk: int = 256, devices=None,
              progress: bool = True) -> Path:
-    """Write the hindcast; returns the complete store's path."""
+    """Write the hindcast; returns the complete store's path. Every argument is checked (InputError
+    naming it) before anything is written."""
     if perturbation not in perturbations.KINDS:
-        raise ValueError(f"perturbation {perturbation!r}: expected one of {perturbations.KINDS}")
+        raise InputError(f"perturbation {perturbation!r}: expected one of {perturbations.KINDS}")
+    counts = {"--members": members, "member_chunk": member_chunk, "lead_chunk": lead_chunk,
+              "--breeding-cycles": breeding_cycles if perturbation == "bred" else 1}
+    for name, value in counts.items():
+        if value < 1:
+            raise InputError(f"{name} {value}: must be >= 1")
+    if members < len(checkpoints):
+        raise InputError(f"--members {members}: fewer than the {len(checkpoints)} checkpoints that share them")
+    if not amplitude >= 0:
+        raise InputError(f"--amplitude {amplitude}: must be >= 0")
+    if len(init_times) == 0:
+        raise InputError("--init-times: none given")
     member_chunk += member_chunk % 2  # bred +/- pairs stay in one chunk
     loaded = [checkpoint.load_for_inference(c) for c in checkpoints]
     first, _, meta = loaded[0]
     for p, _, m in loaded[1:]:
         if p.channels != first.channels or p.forcings != first.forcings or not np.array_equal(p.lat, first.lat):
-            raise ValueError(f"{checkpoints}: the checkpoints differ in channels, forcings or grid")
+            raise InputError(f"{checkpoints}: the checkpoints differ in channels, forcings or grid")
     data_cfg = meta["config"]["data"]
     dt = int(data_cfg["timestep_hours"])
     if lead_hours % dt or lead_hours <= 0:
-        raise ValueError(f"--lead-hours {lead_hours}: must be a positive multiple of the model step ({dt} h)")
+        raise InputError(f"--lead-hours {lead_hours}: must be a positive multiple of the model step ({dt} h)")
     steps = lead_hours // dt
     step = np.timedelta64(dt, "h")
     variables = tuple(names.long_name(v) for v in data_cfg["variables"])
     ds = era5.open(store, variables, tuple(data_cfg["levels"]))
+    history = breeding_cycles if perturbation == "bred" else 0
+    needed = (np.asarray(init_times, "datetime64[ns]")[:, None] + np.arange(-1 - history, 1) * step).ravel()
+    absent = np.setdiff1d(needed, ds["time"].values)
+    if absent.size:
+        raise InputError(f"{store}: no states at {', '.join(str(np.datetime64(t, 'h')) for t in absent[:4])}"
+                         f"{' ...' if absent.size > 4 else ''}, which the --init-times need (the store covers "
+                         f"{np.datetime64(ds['time'].values[0], 'h')} .. {np.datetime64(ds['time'].values[-1], 'h')})")
     blocks = member_blocks(members, len(loaded))
     sources = np.concatenate([[str(c)] * (b - a) for c, (a, b) in zip(checkpoints, blocks)])
     writer = output.ForecastWriter(
@@ -77,7 +97,6 @@ def forecast(checkpoints: Sequence[str | Path], store: str, init_times: np.ndarr
     bar = tqdm(total=len(todo) * members * steps, desc="forecast", unit="member-step", disable=not progress)
     for i in todo:
         t0 = np.datetime64(init_times[i], "ns")
-        history = breeding_cycles if perturbation == "bred" else 0
         times = t0 + np.arange(-1 - history, 1) * step
         states = read_states(ds, variables, times)
         f_times = t0 + np.arange(-1 - history, steps + 1) * step
@@ -100,5 +119,5 @@ def forecast(checkpoints: Sequence[str | Path], store: str, init_times: np.ndarr
     bar.close()
     path = writer.finish()
     if path is None:
-        raise RuntimeError(f"{writer.partial}: some initialisation times are not complete")
+        raise WeatherensError(f"{writer.partial}: some initialisation times are not complete")
     return path

@@ -1,6 +1,6 @@
 """Forecasts as WeatherBench 2 zarr, streamed per initialisation time and resumable after a kill.
 
-Layout (the design doc's forecast zarr): dims `time` (initialisation), `prediction_timedelta`,
+Layout (docs/architecture.md's forecast zarr): dims `time` (initialisation), `prediction_timedelta`,
 `number`, then `level, latitude, longitude`; variables with ERA5 long names in physical units,
 float32, chunked (1 init, 1 lead, up to MEMBER_CHUNK members, all levels, the whole grid); per-member
 coordinates (`member_source`, `member_perturbation`) say which checkpoint and perturbation each
@@ -14,6 +14,7 @@ partial one is never mistaken for it.
 
 from __future__ import annotations
 
+import logging
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,11 @@ import xarray as xr
 import zarr
 
 from weatherens import files
-from weatherens.data import world as world_mod
+from weatherens.data import names
+from weatherens.data.names import LEAD_DIM as LEAD
+from weatherens.data.names import MEMBER_DIM as MEMBER
+
+log = logging.getLogger(__name__)
 
 MEMBER_CHUNK = 64
 PLAN_ATTR = "weatherens_forecast_plan"
@@ -35,13 +40,13 @@ def split_channels(channels: Sequence[str]) -> dict[str, list[tuple[int, int | N
     """'variable@level' channel names -> {variable: [(channel index, level or None), ...]} in channel order."""
     out: dict[str, list[tuple[int, int | None]]] = {}
     for i, name in enumerate(channels):
-        variable, sep, level = name.partition("@")
-        out.setdefault(variable, []).append((i, int(level) if sep else None))
+        variable, level = names.parse_channel(name)
+        out.setdefault(variable, []).append((i, level))
     return out
 
 
 def default_attrs(variable: str) -> dict:
-    return dict(world_mod.VARIABLE_ATTRS.get(variable, {}))
+    return names.attrs(variable)
 
 
 class ForecastWriter:
@@ -76,7 +81,7 @@ class ForecastWriter:
         if self.path.exists():
             raise FileExistsError(f"{self.path}: a complete forecast is already there; remove it or choose another --out")
         if self.partial.exists() and not self._matches():
-            print(f"weatherens: {self.partial} was started with another plan; starting over")
+            log.warning("forecast: %s was started with another plan; starting over", self.partial)
             shutil.rmtree(self.partial)
         if not self.partial.exists():
             self._create(lat, lon, member_coords or {}, attrs or {})
@@ -99,17 +104,17 @@ class ForecastWriter:
                 raise ValueError(f"{variable}: channel levels {[lev for _, lev in pairs]} are not ascending")
             shape = (t, nl, m) + ((len(pairs),) if has_level else ()) + (len(lat), len(lon))
             chunks = (1, 1, mc) + shape[3:]
-            dims = ("time", "prediction_timedelta", "number") + (("level",) if has_level else ()) + ("latitude", "longitude")
+            dims = ("time", LEAD, MEMBER) + (("level",) if has_level else ()) + ("latitude", "longitude")
             data[variable] = (dims, dsa.full(shape, np.nan, dtype=np.float32, chunks=chunks),
                               self.variable_attrs[variable])
         data["init_complete"] = (("time",), dsa.zeros((t,), dtype=np.int8, chunks=(t,)),
                                  {"long_name": "1 when every field of this initialisation is written"})
-        coords = {"time": self.inits, "prediction_timedelta": self.leads, "number": np.arange(m),
+        coords = {"time": self.inits, LEAD: self.leads, MEMBER: np.arange(m),
                   "latitude": np.asarray(lat, np.float64), "longitude": np.asarray(lon, np.float64)}
         if levels:
             coords["level"] = ("level", np.asarray(levels, np.int64), {"units": "hPa", "long_name": "pressure level"})
         for name, values in member_coords.items():
-            coords[name] = ("number", np.asarray([str(v) for v in values], dtype=object))
+            coords[name] = (MEMBER, np.asarray([str(v) for v in values], dtype=object))
         ds = xr.Dataset(data, coords=coords, attrs={**{k: str(v) for k, v in attrs.items()}, PLAN_ATTR: self.plan})
         ds["latitude"].attrs.update(units="degrees_north", long_name="latitude")
         ds["longitude"].attrs.update(units="degrees_east", long_name="longitude")

@@ -19,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from weatherens import grid
+from weatherens.config import PERTURBATIONS
 from weatherens.model import noise
 from weatherens.model.predictor import Predictor
 
-KINDS = ("none", "gaussian", "bred")
+KINDS = PERTURBATIONS
 
 
 def gaussian(predictor: Predictor, keys: jax.Array, amplitude: float, degree: float = 10.0) -> jax.Array:
@@ -36,14 +37,11 @@ def hemispheric_rescale(delta: jax.Array, predictor: Predictor, amplitude: float
     """delta (..., C, lat, lon) scaled so that each hemisphere's normalised RMS is `amplitude`
     (rows at the equator count as northern)."""
     lat = predictor.lat
-    w = jnp.asarray(grid.latitude_weights(lat), jnp.float32)[:, None]
-    north = jnp.asarray(lat >= 0)[:, None]
+    north = lat >= 0
     z2 = jnp.square(delta / predictor.std).mean(axis=-3)  # (..., lat, lon)
-
-    def rms(mask):
-        return jnp.sqrt((z2 * w * mask).sum(axis=(-2, -1)) / (w * mask * jnp.ones_like(z2)).sum(axis=(-2, -1)))
-
-    scale_n, scale_s = amplitude / rms(north), amplitude / rms(~north)
+    scale_n = amplitude / jnp.sqrt(grid.area_mean(z2, lat, north))
+    scale_s = amplitude / jnp.sqrt(grid.area_mean(z2, lat, ~north))
+    north = jnp.asarray(north)[:, None]
     scale = jnp.where(north, scale_n[..., None, None], scale_s[..., None, None])
     return delta * scale[..., None, :, :]
 

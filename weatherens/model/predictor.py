@@ -34,11 +34,10 @@ def constant_features(lat: np.ndarray, lon: np.ndarray, static: np.ndarray) -> n
     """(4 + S, lat, lon) float32: sin/cos latitude, sin/cos longitude, standardised static fields."""
     la, lo = np.meshgrid(np.deg2rad(lat), np.deg2rad(lon), indexing="ij")
     geometry = [np.sin(la), np.cos(la), np.sin(lo), np.cos(lo)]
-    w = grid.latitude_weights(np.asarray(lat))[:, None] * np.ones_like(la)
     standardised = []
     for field in np.asarray(static, dtype=np.float64).reshape(-1, len(lat), len(lon)):
-        mean = np.sum(w * field) / np.sum(w)
-        std = np.sqrt(np.sum(w * (field - mean) ** 2) / np.sum(w))
+        mean = grid.area_mean(field, lat)
+        std = np.sqrt(grid.area_mean((field - mean) ** 2, lat))
         standardised.append((field - mean) / (std if std > 0 else 1.0))
     return np.stack(geometry + standardised).astype(np.float32)
 

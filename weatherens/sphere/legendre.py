@@ -127,9 +127,7 @@ def _analysis_cached(lat: tuple[float, ...], nlon: int, lmax: int, weights: tupl
             f"the least-squares analysis resolves degrees up to {limit}"
         )
     if weights is None:
-        order = np.argsort(lat_a)
-        w = np.empty_like(lat_a)
-        w[order] = grid.cell_area_fractions(lat_a[order])
+        w = grid.cell_area_fractions(lat_a)
     else:
         w = np.asarray(weights, dtype=np.float64)
     sw = np.sqrt(w / w.sum())

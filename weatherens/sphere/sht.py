@@ -13,14 +13,11 @@ einsum over a stacked table, A as (mmax + 1, lmax + 1, nlat) and P̄ as (mmax + 
 with Precision.HIGHEST (GPU TF32 would lose ~3 digits). Real and imaginary parts go through the
 same real einsum, so no complex copy of a table is ever made.
 
-Memory: two tables of (L + 1)² nlat entries each (half are structural zeros, l < m), in ``dtype``.
-float32: 64 × 32 (L = 31) 128 KiB each; 1.5°, 240 × 121 (L = 119) 6.6 MiB each; 0.25°,
-1440 × 721 (L = 719) 1.4 GiB each, 2.8 GiB on the device. Building at 0.25° took 55 s and a peak
-of ~10 GiB host memory on 2 CPU cores (float64 tables; `legendre.analysis_matrices` keeps its
-3 GiB result in an lru cache afterwards). Beyond the tables, memory is O(batch × nlat × nlon):
-no table is copied or transposed per call. The transform is a pytree (tables as leaves, grid
-static): at large grids pass it to `jax.jit` as an argument, since a closed-over constant is
-embedded in the compiled program (a 256 MB one cost 4 s of compilation here).
+Memory: two tables of (L + 1)² nlat entries each (half are structural zeros, l < m), in ``dtype``
+(sizes at 1.5° and 0.25°, and the cost of building them: docs/benchmarks.md). Beyond the tables,
+memory is O(batch × nlat × nlon): no table is copied or transposed per call. The transform is a
+pytree (tables as leaves, grid static): at large grids pass it to `jax.jit` as an argument, since a
+closed-over constant is embedded in the compiled program.
 
 References:
   J. R. Driscoll & D. M. Healy (1994), Computing Fourier transforms and convolutions on the
@@ -84,8 +81,8 @@ class SphericalHarmonicTransform:
         with jax.ensure_compile_time_eval():  # concrete even if first built inside a traced function
             # A[m, l, j]: F_m(φ_j) -> a_lm (least squares), (mmax + 1, lmax + 1, nlat)
             self._analysis = jnp.asarray(legendre.analysis_matrices(lat, self.nlon, lmax).astype(np_dtype))
-            # P[m, j, l] = P̄_lm(sin φ_j), (mmax + 1, nlat, lmax + 1): contracting the last axis made
-            # synthesis 2-4x faster on CPU at 0.25° than the (m, l, j) order of `legendre`
+            # P[m, j, l] = P̄_lm(sin φ_j), (mmax + 1, nlat, lmax + 1): contracting the last axis makes
+            # synthesis faster on CPU at large grids than `legendre`'s order (docs/benchmarks.md)
             p = legendre.legendre_functions(lat, lmax).astype(np_dtype)
             self._legendre = jnp.asarray(np.swapaxes(p, 1, 2))
 
@@ -183,10 +180,7 @@ def integrate(x: jax.Array, lat_deg: np.ndarray, radius: float = 1.0) -> jax.Arr
     x = jnp.asarray(x)
     if x.ndim < 2 or x.shape[-2] != lat.size:
         raise ValueError(f"x must have shape (..., {lat.size}, nlon) to match lat_deg; got {x.shape}")
-    order = np.argsort(lat)
-    w = np.empty_like(lat)
-    w[order] = grid.latitude_weights(lat[order])
-    w = w * (4.0 * math.pi / (lat.size * x.shape[-1]))
+    w = grid.latitude_weights(lat) * (4.0 * math.pi / (lat.size * x.shape[-1]))
     dtype = jnp.result_type(x.dtype, jnp.float32)
     total = jnp.einsum("...ji,j->...", x.astype(dtype), jnp.asarray(w, dtype), precision=_HIGHEST)
     return total * jnp.square(jnp.asarray(radius, dtype))

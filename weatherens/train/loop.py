@@ -14,6 +14,7 @@ after a resume, lines past the checkpoint's step are dropped first.
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import math
@@ -32,16 +33,16 @@ from weatherens.data.pipeline import Sampler
 from weatherens.model.predictor import Predictor
 from weatherens.train import step as train_step_lib
 
+logger = logging.getLogger(__name__)
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
 
 
 def rollout_length(exp: Experiment, step: int) -> int:
+    """The rollout length of the phase holding `step` (the schedule is checked when the config loads)."""
     lengths, starts = exp.train.rollout_lengths, exp.train.rollout_starts
-    if len(lengths) != len(starts) or not starts or starts[0] != 0 or list(starts) != sorted(starts):
-        raise ValueError(f"train.rollout_lengths {lengths} / rollout_starts {starts}: need equal lengths, "
-                         "starts ascending from 0")
     return lengths[int(np.searchsorted(starts, step, side="right")) - 1]
 
 
@@ -112,7 +113,7 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     if mngr.latest_step() is not None:
         params, opt_state, step0 = checkpoint.restore_training(mngr, predictor, optimizer, sharding=replicated)
         state = train_step_lib.TrainState(params, opt_state, step0)
-        print(f"weatherens train: resuming from the checkpoint at step {int(step0)}")
+        logger.warning("train: resuming from the checkpoint at step %d", int(step0))
     else:
         state = jax.device_put(train_step_lib.init_state(predictor, optimizer, cfg.seed), replicated)
     start = int(state.step)
@@ -184,13 +185,12 @@ def validate(sampler: Sampler, batches: int, eval_fn, params, predictor: Predict
     processes, the persistence reference is this process's slice only."""
     n = max(1, min(batches, len(sampler)))
     totals, loss, persistence = 0.0, 0.0, 0.0
-    area = grid.latitude_weights(predictor.lat)[:, None]
     for i in range(n):
         b = sampler.batch(i)
         arrays = sharding.global_batch({"inputs": b.inputs, "forcings": b.forcings, "targets": b.targets}, batched)
         out = eval_fn(params, arrays, i)
         totals, loss = totals + np.asarray(out["crps"]), loss + float(out["loss"])
         error = np.abs(np.asarray(predictor.normalize(b.targets[:, 0])) - np.asarray(predictor.normalize(b.inputs[:, 1])))
-        persistence = persistence + (error * area).mean(axis=(0, 2, 3)) / area.mean()
+        persistence = persistence + grid.area_mean(error, predictor.lat).mean(axis=0)
     return {"loss": loss / n, "crps": _per_variable(predictor.channels, totals / n),
             "persistence_crps": _per_variable(predictor.channels, persistence / n)}

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-LEVEL_WEIGHTINGS = ("pressure", "uniform")
+from weatherens.config import LEVEL_WEIGHTINGS
+from weatherens.data import names
 
 
 def afcrps(ensemble: jax.Array, target: jax.Array, alpha: float = 0.95, member_axis: int = 0) -> jax.Array:
@@ -78,17 +79,6 @@ def crps_ecdf(ensemble: jax.Array, target: jax.Array, member_axis: int = 0) -> j
     return afcrps(ensemble, target, 0.0, member_axis)
 
 
-def parse_channel(name: str) -> tuple[str, int | None]:
-    """Inverse of `data.names.channel_name`: 'temperature@850' -> ('temperature', 850),
-    '2m_temperature' -> ('2m_temperature', None). Levels are positive integers (hPa)."""
-    variable, sep, level = name.partition("@")
-    if not sep:
-        return name, None
-    if not variable or not level.isdigit() or int(level) <= 0:
-        raise ValueError(f"channel {name!r}: expected 'variable@level' with a positive integer level in hPa")
-    return variable, int(level)
-
-
 def channel_weights(channels: Sequence[str], variable_weights: Mapping[str, float] | None = None,
                     level_weighting: str = "pressure") -> np.ndarray:
     """Loss weight w_c per channel, float32 (C,), for channels named as `data.names.channel_name`.
@@ -117,7 +107,7 @@ def channel_weights(channels: Sequence[str], variable_weights: Mapping[str, floa
     if duplicates:
         raise ValueError(f"channel_weights: duplicate channels {duplicates}")
     variable_weights = dict(variable_weights or {})
-    parsed = [parse_channel(c) for c in channels]
+    parsed = [names.parse_channel(c) for c in channels]
     extra = sorted(set(variable_weights) - {v for v, _ in parsed})
     if extra:
         raise ValueError(f"variable_weights for {extra}, which are not among the channels' variables")

@@ -23,6 +23,7 @@ from flax import nnx
 
 from weatherens import grid
 from weatherens.config import TrainConfig
+from weatherens.errors import InputError
 from weatherens.model import noise
 from weatherens.model.predictor import Predictor
 from weatherens.train import losses
@@ -55,7 +56,7 @@ class Objective:
 
     def __init__(self, predictor: Predictor, cfg: TrainConfig):
         if cfg.members < 2 and cfg.alpha != 0:
-            raise ValueError(f"train.members = {cfg.members}: the (almost-)fair CRPS needs at least 2 members")
+            raise InputError(f"train.members = {cfg.members}: the (almost-)fair CRPS needs at least 2 members")
         self.predictor, self.cfg = predictor, cfg
         self.area_weights = jnp.asarray(grid.latitude_weights(predictor.lat), jnp.float32)
         self.channel_weights = jnp.asarray(

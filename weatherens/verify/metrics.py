@@ -6,13 +6,13 @@ caller's (`regions.spatial_mean`, then a mean over init times), as in WeatherBen
 (`weatherbench2/metrics.py`), whose definitions these follow unless stated.
 
 Members are handled by `xr.apply_ufunc(..., dask="parallelized")` with the member dim as the one
-core dim (`_members.apply_members`): a dask-backed forecast stays lazy and each task holds one
+core dim (`_kernels.apply_members`): a dask-backed forecast stays lazy and each task holds one
 chunk, so memory is bounded by the caller's chunks over space/time (a forecast chunked along
 members is rechunked to one member chunk). Inside a chunk, points are processed in cache-sized
 blocks (extra memory: two buffers of max(64 Ki, 256 M) elements, whatever the chunk size), and no
 function forms members x members: the CRPS spread term is O(M log M) by sorting.
 NaN in the truth or in any member gives NaN (rank -1 in `ranks`). Forecast and truth must share
-their coordinates exactly (apply_ufunc's join="exact"): align by valid time first (`evaluate`).
+their coordinates exactly (apply_ufunc's join="exact"): align by valid time first (`evaluation.evaluate`).
 
 References
   Gneiting, T. & Raftery, A. E. (2007). Strictly proper scoring rules, prediction, and estimation. JASA 102, 359-378.
@@ -35,7 +35,8 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from weatherens.verify._members import apply_members
+from weatherens.data.names import MEMBER_DIM
+from weatherens.verify._kernels import apply_members
 from weatherens.verify.regions import SPATIAL_DIMS, as_spatial, region_masks, spatial_mean
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
     "region_masks",
 ]
 
-MEMBER = "number"
+MEMBER = MEMBER_DIM
 
 
 # ----------------------------------------------------------------------------- CRPS
@@ -239,7 +240,7 @@ def ranks(forecast: xr.DataArray, truth: xr.DataArray, member_dim: str = MEMBER,
     where key(point) sums a hash of the point's coordinate value along each non-member dim (its
     position where a dim has no coordinate), salted by the dim's name. So the result is
     reproducible for a seed and the same for a point whatever the dask chunking, transposition or
-    subsetting (`evaluate` scores blocks of a forecast and gets the ranks of the whole).
+    subsetting (`evaluation.evaluate` scores blocks of a forecast and gets the ranks of the whole).
     """
     if isinstance(truth, xr.DataArray):  # as apply_ufunc: coordinates must match exactly
         forecast, truth = xr.align(forecast, truth, join="exact")

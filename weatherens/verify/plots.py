@@ -28,7 +28,9 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
-EARTH_CIRCUMFERENCE_KM = 2 * np.pi * 6371.0
+from weatherens import grid
+
+EARTH_CIRCUMFERENCE_KM = 2 * np.pi * grid.EARTH_RADIUS_M / 1000.0
 HIGHER_IS_BETTER = ("acc",)  # scorecard colours flip so that blue is always "better than the baseline"
 MAX_ANNOTATED_CELLS = 300  # scorecards with more cells than this carry no numbers
 LABELS = {"crps_fair": "fair CRPS", "crps": "CRPS", "rmse": "RMSE (spread dashed)",

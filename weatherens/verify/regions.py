@@ -1,4 +1,5 @@
-"""Regions and latitude-weighted spatial means (WeatherBench 2 conventions).
+"""Regions and latitude-weighted spatial means (WeatherBench 2 conventions): the one home of area weighting
+in verification (`spatial_mean` for whole fields, `region_weights` / `regional` for the blockwise sums).
 
 Region boundaries follow WeatherBench 2 (`weatherbench2/regions.py`, `SliceRegion`), whose
 latitude slices select with `xarray.sel(latitude=slice(a, b))`, inclusive at both ends:
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
+
+from weatherens import grid
 
 SPATIAL_DIMS = ("latitude", "longitude")
 
@@ -76,3 +79,23 @@ def spatial_mean(
     if not float(w.sum()) > 0:
         raise ValueError("spatial_mean: the region holds no grid points (all weights zero)")
     return x.astype(np.float64).weighted(w).mean(dims, skipna=skipna)
+
+
+def region_weights(lat: np.ndarray, regions) -> xr.DataArray:
+    """W (region, latitude): latitude weights x region mask, each row summing to 1 over all latitudes."""
+    w = grid.latitude_weights(np.asarray(lat, dtype=np.float64))
+    masks = region_masks(lat)
+    rows = []
+    for r in regions:
+        if r not in masks:
+            raise ValueError(f"unknown region {r!r}; known: {list(masks)}")
+        wr = w * masks[r]
+        if not wr.sum() > 0:
+            raise ValueError(f"region {r!r} holds no latitude of the grid")
+        rows.append(wr / wr.sum())
+    return xr.DataArray(np.array(rows), dims=("region", "latitude"), coords={"region": list(regions), "latitude": lat})
+
+
+def regional(x: xr.DataArray, w: xr.DataArray) -> xr.DataArray:
+    """Share of these latitude rows in each regional mean: sum_lat W[r, lat] mean_lon x; NaN propagates."""
+    return xr.dot(x.astype(np.float64).mean("longitude"), w, dim="latitude")

@@ -20,7 +20,7 @@ import xarray as xr
 from weatherens import grid
 from weatherens.sphere import legendre
 
-EARTH_RADIUS_M = 1000.0 * (6357.0 + 6378.0) / 2.0  # WeatherBench 2 schema.EARTH_RADIUS_M
+EARTH_RADIUS_M = grid.EARTH_RADIUS_M
 
 # Latitude bands (degrees, inclusive) for `zonal_spectrum_by_band`: the two mid-latitude bands
 # where WB2 and most model papers show zonal spectra (30-60 deg; away from the poles, where
@@ -166,9 +166,7 @@ def zonal_spectrum_by_band(
     bands = DEFAULT_BANDS if bands is None else dict(bands)
     spec = zonal_energy_spectrum(da, radius=radius)
     lat = np.asarray(da[LAT].values, dtype=np.float64)
-    order = np.argsort(lat)
-    weights = np.empty_like(lat)
-    weights[order] = grid.latitude_weights(lat[order])
+    weights = grid.latitude_weights(lat)
     circ = _circumference_m(lat, radius)
     band_weights = []
     for name, (lo, hi) in bands.items():

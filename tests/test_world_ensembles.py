@@ -1,4 +1,4 @@
-"""Physics ensembles (weatherens.infer.physics_ensemble) on a tiny world: T21, 8 layers, a state a day.
+"""Physics ensembles (weatherens.world.ensembles) on a tiny world: T21, 8 layers, a state a day.
 
 The world steps an hour at a time (stable at T21; half the cost of configs/quick.yaml's 30 min),
 spins up 70 days (baroclinic eddies grow from about day 50) and archives 6. The forecasts are
@@ -17,9 +17,11 @@ import xarray as xr
 
 from weatherens import grid
 from weatherens.config import TimeRange, WorldConfig
-from weatherens.data import world, world_store
-from weatherens.infer import ensemble, model_error, output
-from weatherens.infer import physics_ensemble as pe
+from weatherens.infer import ensemble, output
+from weatherens.world import ensembles as pe
+from weatherens.world import model as world
+from weatherens.world import model_error
+from weatherens.world import store as world_store
 
 CFG = WorldConfig(years=6 / 365, seed=11, resolution="T21", layers=8, timestep_minutes=60.0, spinup_days=70.0,
                   start="2001-03-01", state_every_days=1.0)

@@ -3,7 +3,7 @@
 Layout (zarr v3, consolidated): the root holds the archive, dims `time, level, latitude,
 longitude`; the subgroup `physics_state` holds the full spectral model state at the start of every
 chunk of `cfg.state_every_days`, so that physics ensembles can start from the exact truth (the
-model, and `load_truth_states`, are `weatherens.data.world`).
+model, and `load_truth_states`, are `weatherens.world.model`).
 
 Never half-written, always resumable. The build writes `<out>.partial`, whose root carries the
 config from its first write, and renames it to `<out>` once complete, so `<out>` is always whole.
@@ -41,7 +41,8 @@ from weatherens import config as config_mod
 from weatherens import files
 from weatherens import grid as grid_mod
 from weatherens.config import WorldConfig
-from weatherens.data.world import (
+from weatherens.errors import InputError
+from weatherens.world.model import (
     DESCRIPTION,
     LEVEL_VARIABLES,
     REFERENCES,
@@ -108,7 +109,7 @@ def world_config(path: str | Path) -> WorldConfig:
     """The WorldConfig a world store was built with (from its attributes)."""
     attrs = zarr.open_group(str(path), mode="r").attrs
     if CONFIG_ATTR not in attrs:
-        raise ValueError(f"{path}: not a weatherens physics world (no {CONFIG_ATTR!r} attribute)")
+        raise InputError(f"{path}: not a weatherens physics world (no {CONFIG_ATTR!r} attribute)")
     fields = json.loads(attrs[CONFIG_ATTR])
     return WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
@@ -117,12 +118,12 @@ def _check_existing(out: Path, cfg: WorldConfig) -> None:
     try:
         attrs = dict(zarr.open_group(str(out), mode="r").attrs)
     except Exception as err:  # noqa: BLE001 - any unreadable store is reported the same way
-        raise ValueError(f"{out}: exists but is not a readable zarr store ({err}); remove it or choose another path") from err
+        raise InputError(f"{out}: exists but is not a readable zarr store ({err}); remove it or choose another path") from err
     if not attrs.get(COMPLETE_ATTR):
-        raise ValueError(f"{out}: exists but is not a complete physics world; remove it to rebuild")
+        raise InputError(f"{out}: exists but is not a complete physics world; remove it to rebuild")
     diff = _config_diff(attrs.get(CONFIG_ATTR), cfg)
     if diff:
-        raise ValueError(f"{out}: a physics world built with a different config ({diff}); "
+        raise InputError(f"{out}: a physics world built with a different config ({diff}); "
                          "remove it or choose another path")
 
 
@@ -154,7 +155,7 @@ def _states_dataset(model: TruthModel, state: primitive_equations.State, time: n
               "longitudinal_wavenumber": np.asarray(m), "total_wavenumber": np.asarray(l)}
     return xr.Dataset(data, coords, attrs={
         "description": "dinosaur primitive_equations.State in modal (spectral) form, nondimensional units "
-                       "(PrimitiveEquationsSpecs.from_si); rebuild the model with weatherens.data.world.truth_model",
+                       "(PrimitiveEquationsSpecs.from_si); rebuild the model with weatherens.world.model.truth_model",
         "reference_temperature_K": 288.0,
     })
 
@@ -196,6 +197,7 @@ def build_world(out: str | Path, cfg: WorldConfig, *, progress: bool = True) -> 
     days = sched.interval_days
     with tqdm(total=sched.n_frames * days, initial=sched.first(chunk) * days, unit="day", desc="archive",
               disable=not progress) as bar:
+        pending = None  # the previous chunk's frames, written while this chunk computes (async dispatch)
         for k in range(chunk, sched.n_chunks):
             first, frames = sched.first(k), sched.frames(k)
             sim_time = model.model_time((sched.n_spin + first) * days)
@@ -203,12 +205,22 @@ def build_world(out: str | Path, cfg: WorldConfig, *, progress: bool = True) -> 
             _append(_states_dataset(model, state, start + first * step, sim_time),
                     partial, "state_time", STATE_GROUP, k == 0, cfg.start)
             state, fields = chunk_fn(model, frames)(state)
-            times = start + (first + np.arange(frames)) * step
-            _append(_frames_dataset(jax.device_get(fields), times, cfg), partial, "time", None, k == 0, cfg.start)
-            bar.update(frames * days)
+            if pending is not None:
+                _append_frames(*pending, partial, cfg)
+                bar.update(pending[1].size * days)
+            pending = (fields, start + (first + np.arange(frames)) * step, k == 0)
+        if pending is not None:
+            _append_frames(*pending, partial, cfg)
+            bar.update(pending[1].size * days)
     _finish(partial, cfg, model, sched)
     partial.rename(out)
     return out
+
+
+def _append_frames(fields, times: np.ndarray, first_chunk: bool, partial: Path, cfg: WorldConfig) -> None:
+    """Append one chunk's archived frames (waits for their computation). Appends stay in the order
+    state k, frames k - 1, state k + 1, ...: frames k - 1 whole still means every earlier append is."""
+    _append(_frames_dataset(jax.device_get(fields), times, cfg), partial, "time", None, first_chunk, cfg.start)
 
 
 def _start(partial: Path, cfg: WorldConfig) -> None:
@@ -285,8 +297,9 @@ def _last_whole_chunk(root: zarr.Group, cfg: WorldConfig, sched: _Schedule) -> i
     array resized whose new part never came (it reads as the fill value: NaN for the fields, 0 for
     the time). Chunk k qualifies when every array is long enough, the fields of state k are all
     finite, and the frames of chunk k-1 are finite in every variable and their times are right.
-    The appends run one after another, so the frames of chunk k-1 being whole means every earlier
-    append finished (sim_time and state_time of state k itself are written again on resume).
+    The appends run one after another (state k, then the frames of chunk k-1, written while chunk k
+    computes), so the frames of chunk k-1 being whole means every earlier append finished, state k
+    included (sim_time and state_time of state k itself are written again on resume).
     """
     states = root[STATE_GROUP] if STATE_GROUP in root else None
 
@@ -364,7 +377,6 @@ def describe(path: str | Path) -> str:
     """A human summary of a world: times, grid, variables, a few physical numbers, size, settings."""
     path = Path(path)
     ds = xr.open_zarr(str(path))
-    w = xr.DataArray(grid_mod.latitude_weights(ds.latitude.values), dims="latitude")
     sample = ds.isel(time=np.unique(np.linspace(0, ds.sizes["time"] - 1, min(ds.sizes["time"], 40)).astype(int))).load()
     t = ds.time.values
     step_h = f"{(t[1] - t[0]) / np.timedelta64(1, 'h'):g}" if t.size > 1 else "?"
@@ -379,7 +391,7 @@ def describe(path: str | Path) -> str:
         lines.append(f"    {name:22s} [{var.attrs.get('units', '?')}] {'on levels' if 'level' in var.dims else 'single level'}")
     numbers = []
     if "temperature" in ds and 850 in ds.level:
-        t850 = sample.temperature.sel(level=850).weighted(w).mean(("latitude", "longitude")).mean().item()
+        t850 = float(grid_mod.area_mean(sample.temperature.sel(level=850).values, ds.latitude.values).mean())
         numbers.append(f"global-mean T850 {t850:.1f} K")
     if "geopotential" in ds and 500 in ds.level:
         z500 = sample.geopotential.sel(level=500)
@@ -388,7 +400,8 @@ def describe(path: str | Path) -> str:
         u250 = sample.u_component_of_wind.sel(level=250).mean(("longitude", "time")).max().item()
         numbers.append(f"max zonal-mean u250 {u250:.1f} m s**-1")
     if "surface_pressure" in ds:
-        numbers.append(f"global-mean surface pressure {sample.surface_pressure.weighted(w).mean().item():.0f} Pa")
+        ps = float(grid_mod.area_mean(sample.surface_pressure.values, ds.latitude.values).mean())
+        numbers.append(f"global-mean surface pressure {ps:.0f} Pa")
     lines.append(f"  sampled ({sample.sizes['time']} times): " + "; ".join(numbers))
     lines.append(f"  truth: {ds.attrs.get('source', '?')}")
     lines.append(f"  config: {ds.attrs.get(CONFIG_ATTR, '?')}")

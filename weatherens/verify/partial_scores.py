@@ -1,4 +1,4 @@
-"""Scores of one block of a forecast, in numpy: the tasks `evaluate` hands to dask.
+"""Partial scores of one block of a forecast, in numpy: the tasks `evaluation.evaluate` hands to dask.
 
 A block is some init times x some latitude rows of a group of leads, with all members and levels; the
 block functions get numpy-backed DataArrays (dask reads their inputs first, on the cluster's
@@ -10,7 +10,7 @@ blocks, so no task holds more than one block and nothing forms members x members
 - `spectrum_sums`: spectra summed over init times and members (spectra need whole fields, so these
   blocks are some init times x some members instead).
 
-Regional means use the normalised weight matrix of `region_weights`: the mean over region r is
+Regional means use the normalised weight matrix of `regions.region_weights`: the mean over region r is
 sum_lat W[r, lat] * mean_lon(x), the WB2 latitude-weighted mean (`regions.spatial_mean`).
 """
 
@@ -19,32 +19,10 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from weatherens import grid
+from weatherens.data.names import MEMBER_DIM as MEMBER
 from weatherens.verify import metrics, spectra
-from weatherens.verify.regions import region_masks
-
-MEMBER = "number"
+from weatherens.verify.regions import regional
 SPECTRA = ("sh_spectrum", "zonal_spectrum")
-
-
-def region_weights(lat: np.ndarray, regions) -> xr.DataArray:
-    """W (region, latitude): latitude weights x region mask, each row summing to 1 over all latitudes."""
-    w = grid.latitude_weights(np.asarray(lat, dtype=np.float64))
-    masks = region_masks(lat)
-    rows = []
-    for r in regions:
-        if r not in masks:
-            raise ValueError(f"unknown region {r!r}; known: {list(masks)}")
-        wr = w * masks[r]
-        if not wr.sum() > 0:
-            raise ValueError(f"region {r!r} holds no latitude of the grid")
-        rows.append(wr / wr.sum())
-    return xr.DataArray(np.array(rows), dims=("region", "latitude"), coords={"region": list(regions), "latitude": lat})
-
-
-def regional(x: xr.DataArray, w: xr.DataArray) -> xr.DataArray:
-    """Share of these latitude rows in each regional mean: sum_lat W[r, lat] mean_lon x; NaN propagates."""
-    return xr.dot(x.astype(np.float64).mean("longitude"), w, dim="latitude")
 
 
 def pointwise_parts(f, t, clim, thresholds, w, rank_seed: int) -> dict[str, xr.DataArray]:
@@ -56,7 +34,7 @@ def pointwise_parts(f, t, clim, thresholds, w, rank_seed: int) -> dict[str, xr.D
       t: truth at the valid times, the same dims without `number`.
       clim: climatology at the valid times (or static), broadcastable to t.
       thresholds: {name: threshold} with scalar or (level, latitude, longitude) thresholds.
-      w: `region_weights` restricted to this block's latitude rows.
+      w: `regions.region_weights` restricted to this block's latitude rows.
       rank_seed: seed of this block's random tie-breaking in the ranks.
 
     Returns {name: (time[, prediction_timedelta], region[, level])} regional-mean shares for "crps", "mse", "crps_fair",

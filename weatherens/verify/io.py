@@ -1,4 +1,4 @@
-"""Open forecasts and truths for verification, and line them up by valid time.
+"""Verification's input and output: open forecasts and truths, line them up by valid time, write scores.
 
 A forecast is any store in WeatherBench 2 format: dims `time` (initialisation),
 `prediction_timedelta` (or `lead_time`), `number` (or `realization`), then `level, latitude,
@@ -8,14 +8,18 @@ dim is a one-member ensemble. The truth is anything `data.open` opens (ERA5, the
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from weatherens import files
 from weatherens.data import era5, regrid
+from weatherens.data.names import LEAD_DIM as LEAD
+from weatherens.data.names import MEMBER_DIM as MEMBER
 
-MEMBER, LEAD = "number", "prediction_timedelta"
+log = logging.getLogger(__name__)
 _CHUNK_BYTES = 128 * 2**20  # dask chunk target for member x space blocks
 
 
@@ -33,13 +37,16 @@ def open_forecast(path: str | Path, variables=None) -> xr.Dataset:
     if "init_complete" in ds:  # a weatherens forecast: score only the initialisations written whole
         complete = ds["init_complete"].values == 1
         if not complete.all():
-            print(f"weatherens verify: {store}: {int((~complete).sum())} initialisation(s) incomplete; left out")
+            log.warning("verify: %s: %d initialisation(s) incomplete; left out", store, int((~complete).sum()))
             ds = ds.isel(time=np.flatnonzero(complete))
     ds = ds.drop_vars([v for v in ds.data_vars if not {"latitude", "longitude"} <= set(ds[v].dims)])
     if MEMBER not in ds.dims:
         ds = ds.expand_dims({MEMBER: 1})
     ds = ds.transpose(*[d for d in era5.CANONICAL_DIMS if d in ds.dims], ...)
     members = ds.sizes[MEMBER]
+    if members < 1 or ds.sizes["time"] < 1 or ds.sizes[LEAD] < 1:
+        raise era5.DataError(f"{store}: an empty forecast ({members} members, {ds.sizes['time']} complete inits, "
+                             f"{ds.sizes[LEAD]} leads)")
     per_row = members * ds.sizes.get("level", 1) * ds.sizes["longitude"] * 8
     lat_chunk = int(max(1, min(ds.sizes["latitude"], _CHUNK_BYTES // per_row)))
     return ds.chunk({"time": 1, LEAD: 1, MEMBER: -1, "latitude": lat_chunk, "longitude": -1})
@@ -82,3 +89,13 @@ def truth_at_lead(truth: xr.DataArray, inits: np.ndarray, lead: np.timedelta64) 
         return None, have
     picked = truth.sel(time=valid[have]).assign_coords(time=inits[have])
     return picked, have
+
+
+def scores_path(out: Path, name: str, several: bool) -> Path:
+    """`out` for one forecast; `out` with the forecast's name before the suffix for several."""
+    return out.with_name(f"{out.stem}.{name}{out.suffix or '.nc'}") if several else out
+
+
+def write_scores(scores: xr.Dataset, path: Path) -> None:
+    """netCDF written to a temporary name in the same folder, then renamed: never half-written."""
+    files.write_netcdf_atomic(scores, path)

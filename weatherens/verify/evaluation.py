@@ -1,4 +1,4 @@
-"""Score a forecast against the truth: metrics per lead time, region and level.
+"""Score forecasts against the truth: metrics per lead time, region and level (`verify`, `evaluate`).
 
 The steps, per variable and lead time (WeatherBench 2's order of reductions):
 1. the truth at valid time = init + lead (inits without it are left out and counted);
@@ -8,8 +8,8 @@ The steps, per variable and lead time (WeatherBench 2's order of reductions):
 
 Leads are scored in groups of up to MAX_LEADS_PER_BLOCK (as many as fit one block), and a group is
 cut into blocks of init times x latitude rows (all members and levels together), each
-scored by one coarse dask task in numpy (`blocks`) whose working set stays under BLOCK_BYTES; a
-block returns per-init regional partial means, which add up over latitude blocks. Spectra need
+scored by one coarse dask task in numpy (`partial_scores`) whose working set stays under BLOCK_BYTES; a
+block returns per-init regional partial means, which add up over latitude partial_scores. Spectra need
 whole fields and are cut into init times x members instead. So memory is bounded by one block
 whatever the ensemble size, and members x members is never formed. All tasks of a variable run
 in parallel, over init times and leads, on the local threads or on the `dask.distributed` cluster
@@ -18,9 +18,12 @@ whose client is active (`weatherens verify --scheduler ADDRESS`).
 
 from __future__ import annotations
 
+import logging
+import contextlib
 import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -28,8 +31,11 @@ from dask.callbacks import Callback
 import xarray as xr
 from tqdm import tqdm
 
-from weatherens.verify import blocks, metrics, spectra
-from weatherens.verify import forecast as fc
+from weatherens.data import era5
+from weatherens.verify import io, metrics, partial_scores, spectra
+from weatherens.verify.regions import region_weights
+
+log = logging.getLogger(__name__)
 
 REGIONS = ("global", "tropics", "extratropics_nh", "extratropics_sh")
 BASE_METRICS = ("crps", "crps_fair", "rmse", "spread", "ssr", "ssr_debiased", "acc")
@@ -80,8 +86,8 @@ BLOCK_BYTES = 128 * 2**20  # working memory per dask task (one block of init tim
 def _pointwise_row_bytes(f: xr.DataArray) -> int:
     """Working memory of one latitude row of a pointwise block (all its init-independent dims): per
     point, the members in the input precision plus ~20 float64 temporaries (the metrics)."""
-    return (f.sizes["longitude"] * f.sizes.get("level", 1) * f.sizes.get(fc.LEAD, 1)
-            * (f.sizes[fc.MEMBER] * f.dtype.itemsize + 20 * 8))
+    return (f.sizes["longitude"] * f.sizes.get("level", 1) * f.sizes.get(io.LEAD, 1)
+            * (f.sizes[io.MEMBER] * f.dtype.itemsize + 20 * 8))
 
 
 def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
@@ -95,8 +101,8 @@ def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
 
 def _spectrum_block_shape(x: xr.DataArray) -> tuple[int, int]:
     """(init times, members) per spectrum block: a float64 copy and its transforms per field."""
-    field = x.sizes.get("level", 1) * x.sizes.get(fc.LEAD, 1) * x.sizes["latitude"] * x.sizes["longitude"] * 32
-    members = x.sizes.get(fc.MEMBER, 1)
+    field = x.sizes.get("level", 1) * x.sizes.get(io.LEAD, 1) * x.sizes["latitude"] * x.sizes["longitude"] * 32
+    members = x.sizes.get(io.MEMBER, 1)
     if members * field <= BLOCK_BYTES:
         return max(1, BLOCK_BYTES // (members * field)), members
     return 1, max(1, BLOCK_BYTES // field)
@@ -109,7 +115,7 @@ def _leads_per_block(f_all: xr.DataArray) -> int:
     """How many leads one block holds: all init times and latitude rows of that many leads within
     BLOCK_BYTES, at most MAX_LEADS_PER_BLOCK; 1 when even one lead needs several blocks (then
     `_pointwise_block_shape` cuts it)."""
-    one_lead = f_all.sizes["time"] * f_all.sizes["latitude"] * _pointwise_row_bytes(f_all.isel({fc.LEAD: 0}))
+    one_lead = f_all.sizes["time"] * f_all.sizes["latitude"] * _pointwise_row_bytes(f_all.isel({io.LEAD: 0}))
     return int(max(1, min(MAX_LEADS_PER_BLOCK, BLOCK_BYTES // one_lead)))
 
 
@@ -126,7 +132,7 @@ def _one_lead(finished, j: int):
     """The j-th lead of a finished group (every array has the lead dim)."""
     if isinstance(finished, dict):
         return {k: _one_lead(v, j) for k, v in finished.items()}
-    return finished.isel({fc.LEAD: j}, drop=True)
+    return finished.isel({io.LEAD: j}, drop=True)
 
 
 def _rows(x, lat: tuple[int, int]):
@@ -144,22 +150,22 @@ def _group_tasks(group_index, f, t, clim, thresholds, w, seed, with_spectra) -> 
     tasks = []
     n_time, n_lat = f.sizes["time"], f.sizes["latitude"]
     per_time, per_lat = _pointwise_block_shape(f)
-    score_block = dask.delayed(blocks.pointwise_parts, pure=True)
+    score_block = dask.delayed(partial_scores.pointwise_parts, pure=True)
     rank_seed = int(np.random.SeedSequence([seed]).generate_state(1, np.uint64)[0])
-    for ti, time in enumerate(blocks.block_starts(n_time, per_time)):
-        for lat in blocks.block_starts(n_lat, per_lat):
+    for ti, time in enumerate(partial_scores.block_starts(n_time, per_time)):
+        for lat in partial_scores.block_starts(n_lat, per_lat):
             thr = {k: _rows(v, lat) for k, v in thresholds.items()}
             task = score_block(_rows(_inits(f, time), lat), _rows(_inits(t, time), lat),
                                _rows(_inits(clim, time), lat), thr, w.isel(latitude=slice(*lat)), rank_seed)
             tasks.append(((group_index, "pointwise", ti), task))
     if with_spectra:
-        spectrum_block = dask.delayed(blocks.spectrum_sums, pure=True)
-        for source, x in (("truth", t), ("members", f), ("ensemble_mean", f.mean(fc.MEMBER))):
+        spectrum_block = dask.delayed(partial_scores.spectrum_sums, pure=True)
+        for source, x in (("truth", t), ("members", f), ("ensemble_mean", f.mean(io.MEMBER))):
             per_time, per_member = _spectrum_block_shape(x)
-            for time in blocks.block_starts(n_time, per_time):
-                members = blocks.block_starts(x.sizes.get(fc.MEMBER, 1), per_member) if fc.MEMBER in x.dims else [None]
+            for time in partial_scores.block_starts(n_time, per_time):
+                members = partial_scores.block_starts(x.sizes.get(io.MEMBER, 1), per_member) if io.MEMBER in x.dims else [None]
                 for mem in members:
-                    part = _inits(x, time) if mem is None else _inits(x, time).isel({fc.MEMBER: slice(*mem)})
+                    part = _inits(x, time) if mem is None else _inits(x, time).isel({io.MEMBER: slice(*mem)})
                     tasks.append(((group_index, source), spectrum_block(part)))
     return tasks
 
@@ -235,7 +241,7 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
     out = {"metric": metric, "rank_histogram": (counts / counts.sum("rank")).transpose("region", ..., "rank"),
            "per_init": xr.concat([per_init[k] for k in PER_INIT_METRICS if k in per_init], dim="score").assign_coords(
                score=[k for k in PER_INIT_METRICS if k in per_init])}
-    for name in blocks.SPECTRA:
+    for name in partial_scores.SPECTRA:
         if not spectra_parts:
             break
         mean_spectra = []
@@ -245,6 +251,60 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
             mean_spectra.append(total.assign_attrs(parts[0][name].attrs))
         out[name] = xr.concat(mean_spectra, dim="source").assign_coords(source=list(SOURCES))
     return out
+
+
+def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.DataArray | None, parsed,
+                    w: xr.DataArray, seed: int, with_spectra: bool):
+    """Task building for one variable: the truth at each lead's valid times, the climatology and
+    thresholds, and the dask tasks of each group of leads.
+
+    Returns (tasks, groups: the lead indices of each group, n_init per lead, the leads without truth)."""
+    inits, leads = f_all["time"].values, f_all[io.LEAD].values
+    valid = np.intersect1d((inits[:, None] + leads[None, :]).ravel(), t_all["time"].values)
+    t_span = t_all.sel(time=valid)
+    if climatology is not None:
+        clim_v = io.match_grid(climatology, f_all, "climatology")
+    else:
+        clim_v = t_span.mean("time") if valid.size else None
+    thresholds_v = _thresholds(t_span, parsed) if valid.size else {}
+    if clim_v is not None and "dayofyear" not in clim_v.dims:
+        (clim_v,) = dask.compute(clim_v)
+    scored, n_init, lacking = [], [], []
+    for i, lead in enumerate(leads):
+        t, have = io.truth_at_lead(t_all, inits, lead)
+        n_init.append(int(have.sum()))
+        if t is None:
+            lacking.append(f"{lead / np.timedelta64(1, 'h'):g} h")
+            continue
+        scored.append((i, t, have))
+    tasks, groups = [], []
+    for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all))):
+        idx, have = [i for i, _, _ in group], group[0][2]
+        lead_coord = {io.LEAD: leads[idx]}
+        f = f_all.isel({io.LEAD: idx, "time": np.flatnonzero(have)})
+        t = xr.concat([t for _, t, _ in group], dim=io.LEAD).assign_coords(lead_coord).transpose("time", io.LEAD, ...)
+        if "dayofyear" in clim_v.dims:
+            clim = xr.concat([climatology_at(clim_v, inits[have] + leads[i]).assign_coords(time=inits[have])
+                              for i in idx], dim=io.LEAD).assign_coords(lead_coord).transpose("time", io.LEAD, ...)
+        else:
+            clim = clim_v
+        tasks += _group_tasks(g, f, t, clim, thresholds_v, w, seed, with_spectra)
+        groups.append(idx)
+    return tasks, groups, n_init, lacking
+
+
+def _reduce(tasks, groups: list[list[int]], members: int, n_leads: int, bar) -> list[dict | None]:
+    """Reduction: run the tasks and add up each group's partial scores into per-lead results (None
+    where a lead had no truth)."""
+    results: dict[int, list] = {}
+    for tag, part in _compute(tasks, bar):
+        results.setdefault(tag[0], []).append((tag, part))
+    per_lead: list[dict | None] = [None] * n_leads
+    for g, idx in enumerate(groups):
+        finished = _finish_group(results[g], members)
+        for j, i in enumerate(idx):
+            per_lead[i] = _one_lead(finished, j)
+    return per_lead
 
 
 def evaluate(
@@ -260,9 +320,9 @@ def evaluate(
     name: str = "forecast",
     progress: bool = True,
 ) -> xr.Dataset:
-    """Scores of `forecast` (from `forecast.open_forecast`) against `truth` (`forecast.open_truth`).
+    """Scores of `forecast` (from `io.open_forecast`) against `truth` (`io.open_truth`).
 
-    Returns the scores dataset of the design doc: per variable v, `v` (metric, lead_time, region
+    Returns the scores dataset of docs/architecture.md: per variable v, `v` (metric, lead_time, region
     [, level]); `v_per_init` (score, init_time, lead_time, region[, level]): the regional means of
     PER_INIT_METRICS per init time before the mean over inits (NaN where an init has no truth at that
     lead); `v_rank_histogram` (lead_time, region [, level], rank); `v_sh_spectrum` and
@@ -273,10 +333,10 @@ def evaluate(
     """
     store_f, store_t = forecast.attrs.get("source", "forecast"), truth.attrs.get("source", "truth")
     variables = list(variables) if variables else [str(v) for v in forecast.data_vars]
-    w = blocks.region_weights(forecast["latitude"].values, regions)
+    w = region_weights(forecast["latitude"].values, regions)
     parsed = [parse_threshold(s) for s in thresholds]
-    inits, leads = forecast["time"].values, forecast[fc.LEAD].values
-    members = forecast.sizes[fc.MEMBER]
+    inits, leads = forecast["time"].values, forecast[io.LEAD].values
+    members = forecast.sizes[io.MEMBER]
     missing: dict[str, list[str]] = {}
     out: dict[str, xr.DataArray] = {}
 
@@ -285,47 +345,13 @@ def evaluate(
         if v not in truth.data_vars:
             missing[v] = ["all leads: variable not in truth"]
             continue
-        f_all = forecast[v]
-        t_all = fc.match_levels(fc.match_grid(truth[v], f_all, store_t), f_all, store_t)
-        valid = np.intersect1d((inits[:, None] + leads[None, :]).ravel(), t_all["time"].values)
-        t_span = t_all.sel(time=valid)
-        if climatology is not None and v in climatology:
-            clim_v = fc.match_grid(climatology[v], f_all, "climatology")
-        else:
-            clim_v = t_span.mean("time") if valid.size else None
-        thresholds_v = _thresholds(t_span, parsed) if valid.size else {}
-        if clim_v is not None and "dayofyear" not in clim_v.dims:
-            (clim_v,) = dask.compute(clim_v)
-        scored, n_init = [], []
-        for i, lead in enumerate(leads):
-            t, have = fc.truth_at_lead(t_all, inits, lead)
-            n_init.append(int(have.sum()))
-            if t is None:
-                missing.setdefault(v, []).append(f"{lead / np.timedelta64(1, 'h'):g} h")
-                continue
-            scored.append((i, t, have))
-        tasks, groups = [], []
-        for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all))):
-            idx, have = [i for i, _, _ in group], group[0][2]
-            lead_coord = {fc.LEAD: leads[idx]}
-            f = f_all.isel({fc.LEAD: idx, "time": np.flatnonzero(have)})
-            t = xr.concat([t for _, t, _ in group], dim=fc.LEAD).assign_coords(lead_coord).transpose("time", fc.LEAD, ...)
-            if "dayofyear" in clim_v.dims:
-                clim = xr.concat([climatology_at(clim_v, inits[have] + leads[i]).assign_coords(time=inits[have])
-                                  for i in idx], dim=fc.LEAD).assign_coords(lead_coord).transpose("time", fc.LEAD, ...)
-            else:
-                clim = clim_v
-            tasks += _group_tasks(g, f, t, clim, thresholds_v, w, seed, with_spectra)
-            groups.append(idx)
-        results: dict[int, list] = {}
-        for tag, part in _compute(tasks, bar):
-            results.setdefault(tag[0], []).append((tag, part))
-        per_lead: list[dict | None] = [None] * len(leads)
-        for g, idx in enumerate(groups):
-            finished = _finish_group(results[g], members)
-            for j, i in enumerate(idx):
-                per_lead[i] = _one_lead(finished, j)
-        out.update(_assemble(v, f_all, per_lead, leads, n_init, inits))
+        t_all = io.match_levels(io.match_grid(truth[v], forecast[v], store_t), forecast[v], store_t)
+        clim_v = None if climatology is None or v not in climatology else climatology[v]
+        tasks, groups, n_init, lacking = _variable_tasks(forecast[v], t_all, clim_v, parsed, w, seed, with_spectra)
+        if lacking:
+            missing[v] = lacking
+        per_lead = _reduce(tasks, groups, members, len(leads), bar)
+        out.update(_assemble(v, forecast[v], per_lead, leads, n_init, inits))
     bar.close()
     scores = xr.Dataset(out)
     scores.attrs.update(
@@ -373,3 +399,71 @@ def _assemble(v, f_all, per_lead, leads, n_init, inits) -> dict[str, xr.DataArra
                                               "squared units"))
     out[f"{v}_n_init"] = xr.DataArray(np.array(n_init), dims="lead_time", coords={"lead_time": leads})
     return out
+
+
+@contextlib.contextmanager
+def _scheduler(address: str | None):
+    if not address:
+        yield None
+        return
+    from dask.distributed import Client  # optional: pip install "dask[distributed]"
+
+    with Client(address) as client:
+        yield client
+
+
+def verify(
+    forecasts: Sequence[str],
+    truth: str,
+    out: Path,
+    *,
+    names: Sequence[str] | None = None,
+    climatology: str | None = None,
+    variables: Sequence[str] | None = None,
+    regions: Sequence[str] = REGIONS,
+    thresholds: Sequence[str] = (),
+    plots: Path | None = None,
+    baseline: str | None = None,
+    scheduler: str | None = None,
+    seed: int = 0,
+    spectra_of: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Score every forecast against `truth`; returns the scores files written.
+
+    With `plots`, draws skill-vs-lead (all forecasts together), spectra and rank histograms,
+    and a scorecard of the first forecast against `baseline` (a name; default the second forecast).
+    Spectra are computed for the forecasts named in `spectra_of` (default: all).
+    """
+    names = list(names) if names else [Path(str(f).rstrip("/")).stem for f in forecasts]
+    if len(names) != len(forecasts) or len(set(names)) != len(names):
+        raise ValueError(f"need one distinct name per forecast, got {names} for {len(forecasts)} forecasts")
+    truth_ds = io.open_truth(truth)
+    clim = era5.open(climatology) if climatology else None
+    written, all_scores = [], []
+    with _scheduler(scheduler):
+        for path, name in zip(forecasts, names):
+            fc_ds = io.open_forecast(path, variables)
+            scores = evaluate(
+                fc_ds, truth_ds, regions=regions, climatology=clim, thresholds=thresholds,
+                seed=seed, name=name, progress=progress, with_spectra=spectra_of is None or name in spectra_of,
+            )
+            target = io.scores_path(Path(out), name, len(forecasts) > 1)
+            io.write_scores(scores, target)
+            written.append(target)
+            all_scores.append(scores)
+            missing = json.loads(scores.attrs["missing"])
+            if missing:
+                log.warning("verify: %s: no truth for %s", name, missing)
+    if plots is not None:
+        from weatherens.verify import plots as plots_mod
+
+        base = None
+        if baseline is not None:
+            if baseline not in names:
+                raise ValueError(f"baseline {baseline!r} is not one of the forecasts {names}")
+            base = all_scores[names.index(baseline)]
+        elif len(all_scores) > 1:
+            base = all_scores[1]
+        plots_mod.all_plots(all_scores, Path(plots), baseline=base)
+    return written

@@ -11,7 +11,7 @@ This module is the model: `truth_model(cfg)` (time step, archive interval, archi
 `initial_state`, `chunk_fn` (a run of archived frames) and `load_truth_states`, which reads back
 the saved full states so that physics ensembles can start from the exact truth
 (`truth_model(cfg).advance`, `truth_model(cfg).archive`). Building, resuming and describing the
-zarr store is `weatherens.data.world_store` (`build_world`, `describe`, `world_config`).
+zarr store is `weatherens.world.store` (`build_world`, `describe`, `world_config`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from dinosaur import (
 
 from weatherens import grid as grid_mod
 from weatherens.config import WorldConfig
+from weatherens.data import names
+from weatherens.errors import InputError
 
 STATE_GROUP = "physics_state"
 STATE_FIELDS = ("vorticity", "divergence", "temperature_variation", "log_surface_pressure")  # saved per state
@@ -58,17 +60,10 @@ _NOISE_K = 0.1  # std of the seeded white-noise temperature perturbation, K
 _FILTER = dict(tau=0.0087504, order=1.5, cutoff=0.8)
 
 VARIABLE_ATTRS: dict[str, dict[str, str]] = {
-    "geopotential": {"units": "m**2 s**-2", "long_name": "Geopotential", "standard_name": "geopotential"},
-    "temperature": {"units": "K", "long_name": "Temperature", "standard_name": "air_temperature"},
-    "u_component_of_wind": {"units": "m s**-1", "long_name": "U component of wind", "standard_name": "eastward_wind"},
-    "v_component_of_wind": {"units": "m s**-1", "long_name": "V component of wind", "standard_name": "northward_wind"},
-    "surface_pressure": {"units": "Pa", "long_name": "Surface pressure", "standard_name": "surface_air_pressure"},
-    "2m_temperature": {
-        "units": "K",
-        "long_name": "2 metre temperature",
-        "comment": "temperature of the lowest sigma layer of the truth run, standing in for the 2 m temperature",
-    },
-}
+    v: names.attrs(v) for v in ("geopotential", "temperature", "u_component_of_wind", "v_component_of_wind",
+                                "surface_pressure", "2m_temperature")}
+VARIABLE_ATTRS["2m_temperature"]["comment"] = (
+    "temperature of the lowest sigma layer of the truth run, standing in for the 2 m temperature")
 LEVEL_VARIABLES = ("geopotential", "temperature", "u_component_of_wind", "v_component_of_wind")
 
 
@@ -112,12 +107,12 @@ def truth_grid(resolution: str) -> spherical_harmonic.Grid:
     """
     m = re.fullmatch(r"T(L?)(\d+)", resolution.strip())
     if not m:
-        raise ValueError(f"world.resolution: expected 'T<N>' (e.g. 'T21', 'T42'), got {resolution!r}")
+        raise InputError(f"world.resolution: expected 'T<N>' (e.g. 'T21', 'T42'), got {resolution!r}")
     named = getattr(spherical_harmonic.Grid, resolution.strip(), None)
     if named is not None:
         return named()
     if m.group(1):
-        raise ValueError(f"world.resolution: dinosaur has no linear grid {resolution!r}")
+        raise InputError(f"world.resolution: dinosaur has no linear grid {resolution!r}")
     n = int(m.group(2))
     return spherical_harmonic.Grid.construct(max_wavenumber=n, gaussian_nodes=math.ceil((3 * n + 1) / 4))
 
@@ -143,7 +138,7 @@ def _check(cfg: WorldConfig) -> None:
     if not cfg.levels or not all(0 < p < 1000 for p in cfg.levels):
         problems.append(f"levels must lie strictly between 0 and 1000 hPa, got {cfg.levels}")
     if problems:
-        raise ValueError("world config: " + "; ".join(problems))
+        raise InputError("world config: " + "; ".join(problems))
 
 
 def truth_model(cfg: WorldConfig) -> TruthModel:
@@ -270,9 +265,9 @@ def interpolate_state(state: primitive_equations.State, source: TruthModel, targ
     (m_src, l_src), (m_dst, l_dst) = source.coords.horizontal.modal_axes, target.coords.horizontal.modal_axes
     k, n = min(m_src.size, m_dst.size), min(l_src.size, l_dst.size)
     if not (np.array_equal(m_src[:k], m_dst[:k]) and np.array_equal(l_src[:n], l_dst[:n])):
-        raise ValueError("interpolate_state: the two grids' modal layouts differ")
+        raise InputError("interpolate_state: the two grids' modal layouts differ")
     if source.coords.vertical != target.coords.vertical:
-        raise ValueError("interpolate_state: the two models' sigma layers differ")
+        raise InputError("interpolate_state: the two models' sigma layers differ")
     shape = target.coords.horizontal.modal_shape
 
     def resize(x):
@@ -299,7 +294,7 @@ def load_truth_states(path: str | Path) -> tuple[np.ndarray, primitive_equations
     try:
         ds = xr.open_zarr(str(path), group=STATE_GROUP, chunks=None)
     except (FileNotFoundError, KeyError) as err:
-        raise ValueError(f"{path}: no {STATE_GROUP!r} group (not a physics world?)") from err
+        raise InputError(f"{path}: no {STATE_GROUP!r} group (not a physics world?)") from err
     state = primitive_equations.State(
         **{k: jnp.asarray(ds[k].values) for k in STATE_FIELDS},
         sim_time=jnp.asarray(ds["sim_time"].values, jnp.float32),

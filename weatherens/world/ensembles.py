@@ -3,8 +3,8 @@
 The yardsticks an ML ensemble trained on the world's archive is measured against:
 * `archived_fields_ensemble`, the operational analogue (an IFS-ENS analogue): a cheaper Held-Suarez
   model (the demo's: T31 with a 60-min step on the world's sigma layers) started from its analysis of
-  the archived fields (`reconstruct_state`, bias-corrected: `analysis_state`), its members perturbed
-  with draws from that analysis's own errors (`initial_uncertainty`: an EDA-like error sample learnt
+  the archived fields (`analysis.analysis_state`: `analysis.reconstruct_state`, bias-corrected), its
+  members perturbed with draws from that analysis's own errors (`initial_uncertainty`: an EDA-like error sample learnt
   on the training split) and, every 6 h, from its model's own errors (`model_error`), with factors
   tuned for spread = error on validation inits;
 * `predictability_limit_ensemble`, the predictability limit: the world's own model at the truth's
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import math
 from collections.abc import Callable
@@ -40,17 +39,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from dinosaur import (held_suarez, horizontal_interpolation, primitive_equations, scales, sigma_coordinates,
-                      spherical_harmonic, time_integration)
-from dinosaur import vertical_interpolation as vi
+from dinosaur import primitive_equations, scales, time_integration
 from tqdm import tqdm
 
 from weatherens import config as config_mod
 from weatherens import grid as grid_mod
 from weatherens.config import DataConfig, DemoConfig, TimeRange, WorldConfig
-from weatherens.data import names, world_store
-from weatherens.data import world as world_mod
-from weatherens.infer import ensemble, initial_uncertainty, model_error, output
+from weatherens.data import names
+from weatherens.errors import InputError, WeatherensError
+from weatherens.infer import ensemble, output
+from weatherens.world import analysis, initial_uncertainty, model_error
+from weatherens.world import model as world_mod
+from weatherens.world import store as world_store
 
 REFERENCES = ("Held & Suarez 1994, BAMS 75(10), 1825-1830; Leutbecher & Palmer 2008, J. Comput. Phys. 227, "
               "3515-3539; Kochkov et al. 2024, Nature 632, 1060-1066 (dinosaur / NeuralGCM)")
@@ -68,8 +68,8 @@ def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hou
       members: M >= 1; lead_hours: a positive multiple of the world's `archive_hours`.
       out: the forecast store; amplitude_k: std (K) of the temperature noise per nodal point;
       seed: root of the member keys; lead_chunk: archive intervals per call; member_chunk: members
-        per vmap, default 1 on CPU (batching members was no faster per member there: 220 ms per
-        member-day at T21/L8 one at a time, 380 ms in a vmap of 16, on 2 cores), else 16.
+        per vmap, default 1 on CPU (batching members was no faster per member there:
+        docs/benchmarks.md), else 16.
     Returns `out`, complete. Raises ValueError naming the store if an init time has no saved state.
     """
     world = Path(world)
@@ -79,7 +79,7 @@ def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hou
     state_times = saved["state_time"].values
     missing = [t for t in inits if t not in state_times]
     if missing:
-        raise ValueError(f"{world}: no saved physics state at {_fmt(missing)}; perfect-model ensembles start from "
+        raise InputError(f"{world}: no saved physics state at {_fmt(missing)}; perfect-model ensembles start from "
                          f"saved states, available at {_fmt(state_times)} (every {cfg.state_every_days:g} days)")
 
     def initial(t0):  # as world.load_truth_states, one state only
@@ -88,7 +88,7 @@ def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hou
                      sim_time=jnp.asarray(one["sim_time"].values, jnp.float32))
 
     if not amplitude_k >= 0:
-        raise ValueError(f"amplitude_k={amplitude_k}: must be >= 0")
+        raise InputError(f"amplitude_k={amplitude_k}: must be >= 0")
     _check_run(world, cfg, members, lead_hours, member_chunk or 1, lead_chunk)
     model = world_mod.truth_model(cfg)
 
@@ -114,7 +114,7 @@ def archived_fields_ensemble(world: str | Path, init_times, members: int, lead_h
     and timestep_minutes of the forecast model (default step: the world's at the world's resolution,
     else the world's Courant number: the largest divisor of the archive interval not above
     world step x N_world / N); the model runs on the world's sigma layers. Members start from
-    `analysis_state` (this model's analysis of the archived fields, bias-corrected) plus
+    `analysis.analysis_state` (this model's analysis of the archived fields, bias-corrected) plus
     `perturbation_scale` x a draw from this analysis's own errors at the world's saved states in
     `error_span` (`initial_uncertainty`: the truth truncated to `resolution` - the analysis): imperfect
     initial conditions with the uncertainty the archive leaves and, where the world runs finer, an
@@ -147,34 +147,27 @@ def predictability_limit_ensemble(world: str | Path, init_times, members: int, l
                          member_chunk, lead_chunk, provenance, progress)
 
 
-def analysis_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldConfig,
-                   errors: initial_uncertainty.ErrorSample) -> State:
-    """The archive-consistent initial state on `model`'s grid: `reconstruct_state` plus the sample's
-    mean error (its zonal part, truncated to the model), i.e. a bias-corrected analysis."""
-    return initial_uncertainty.add(reconstruct_state(model, fields, cfg), errors.bias)
-
-
 def _from_archive(world: Path, cfg: WorldConfig, model_cfg: WorldConfig, init_times, members: int, lead_hours: int,
                   out, perturbation_scale: float, error_span: TimeRange, seed: int, member_chunk, lead_chunk: int,
                   provenance: dict, progress: bool, model_error_scale: float = 0.0) -> Path:
     for name, value in (("perturbation_scale", perturbation_scale), ("model_error_scale", model_error_scale)):
         if not value >= 0:
-            raise ValueError(f"{name}={value}: must be >= 0")
+            raise InputError(f"{name}={value}: must be >= 0")
     inits = _times(init_times)
     ds = xr.open_zarr(str(world), chunks=None)
     missing = [t for t in inits if t not in ds.time.values]
     if missing:
-        raise ValueError(f"{world}: no archived fields at {_fmt(missing)} (archive covers "
+        raise InputError(f"{world}: no archived fields at {_fmt(missing)} (archive covers "
                          f"{_fmt(ds.time.values[:1])} .. {_fmt(ds.time.values[-1:])})")
     _check_run(world, cfg, members, lead_hours, member_chunk or 1, lead_chunk)
     truth = world_mod.truth_model(cfg)
     model = world_mod.truth_model(model_cfg)
     errors = initial_uncertainty.analysis_errors(
-        world, cfg, error_span, lambda fields: reconstruct_state(model, fields, cfg),
+        world, cfg, error_span, lambda fields: analysis.reconstruct_state(model, fields, cfg),
         None if model is truth else lambda state: world_mod.interpolate_state(state, truth, model))
 
     def initial(t0):
-        return analysis_state(model, ds.sel(time=t0), cfg, errors)
+        return analysis.analysis_state(model, ds.sel(time=t0), cfg, errors)
 
     def perturb(state, t0, ids):
         draws = initial_uncertainty.perturbations(errors, ensemble.init_key(seed, t0), ids, perturbation_scale)
@@ -185,19 +178,21 @@ def _from_archive(world: Path, cfg: WorldConfig, model_cfg: WorldConfig, init_ti
     label = f"analysis error x {perturbation_scale:g}"
     description = (f"{label}: random combinations of {errors.size} longitude-rotated analysis-error cases "
                    f"(truth - analysis at the saved states in {error_span.start}..{error_span.end}), member j from "
-                   "fold_in(init_key(seed, init time), j); weatherens.infer.initial_uncertainty")
+                   "fold_in(init_key(seed, init time), j); weatherens.world.initial_uncertainty")
     model_noise = None
     if model_error_scale > 0:
         sample = model_error.model_errors(world, cfg, error_span, model)
 
-        def model_noise(t0, ids, intervals):
+        def draws(t0, ids, intervals):
             return model_error.noise(sample, ensemble.init_key(seed, t0), ids, intervals, model_error_scale)
+
+        model_noise = draws
 
         provenance.update(model_error_scale=model_error_scale)
         label += f", model error x {model_error_scale:g}"
         description += (f"; model error x {model_error_scale:g} added at every archive interval after the first: "
                         f"random combinations of {sample.size} one-interval errors of this model against the world's "
-                        "(weatherens.infer.model_error)")
+                        "(weatherens.world.model_error)")
     return _run(world, cfg, model, model_cfg, initial, perturb, inits, members, lead_hours, out, label, description,
                 seed, member_chunk, lead_chunk, provenance, progress, model_noise)
 
@@ -205,94 +200,6 @@ def _from_archive(world: Path, cfg: WorldConfig, model_cfg: WorldConfig, init_ti
 def _with_members(state: State, members: int) -> State:
     """sim_time broadcast to the members' leading axis, as the vmapped trajectory needs."""
     return dataclasses.replace(state, sim_time=jnp.broadcast_to(state.sim_time, (members,)))
-
-
-def reconstruct_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldConfig) -> State:
-    """A dinosaur State on `model`'s grid from one time of a world's archive (`fields`, canonical form).
-
-    From u, v (m/s), temperature (K) on the levels (P, nlat, nlon), 2m_temperature (K; in this
-    world the truth's lowest sigma layer) and surface_pressure (Pa), as a simple analysis would:
-    horizontally, the archive's conservative regridding inverted (the model-grid field nearest a
-    conservative regridding of the archive whose own cell averages are the archived values);
-    vertically, a background profile linear in log p (winds held constant above and below the levels, temperature
-    extrapolated down through 2m_temperature and up to no colder than Held-Suarez's 200 K), then
-    the smallest change per column for which the model's own archive operator (sigma -> pressure,
-    linear in log p) gives back the archived values; vorticity and divergence by the spherical
-    harmonic transform, the divergence's mass-weighted vertical mean removed (it would only drive
-    spurious surface-pressure tendencies); log surface pressure.
-    """
-    bottom = float(sigma_coordinates.SigmaCoordinates.equidistant(cfg.layers).centers[-1])
-    fn = _analysis_fn(model, tuple(sorted(cfg.levels)), cfg.nlon, cfg.nlat, bottom)
-    return fn(*(jnp.asarray(fields[v].values, jnp.float32) for v in _ANALYSIS_VARIABLES))
-
-
-_ANALYSIS_VARIABLES = ("u_component_of_wind", "v_component_of_wind", "temperature", "2m_temperature", "surface_pressure")
-_MIN_T = inspect.signature(held_suarez.HeldSuarezForcing).parameters["minT"].default  # 200 K
-
-
-def _column(x, xp, fp, floor):
-    """Background profile of one column: targets x (L,), sources xp (S,) (log p), values fp (S,)."""
-    order = jnp.argsort(xp)
-    xp, fp = xp[order], fp[order]
-    y = jax.vmap(vi.linear_interp_with_linear_extrap, (0, None, None))(x, xp, fp)
-    if floor is None:  # winds: constant outside the levels
-        return jnp.where(x < xp[0], fp[0], jnp.where(x > xp[-1], fp[-1], y))
-    return jnp.where(x < xp[0], jnp.maximum(y, floor), y)  # temperature
-
-
-_columns = jnp.vectorize(_column, signature="(a),(b),(b)->(a)", excluded=(3,))
-
-
-@functools.lru_cache(maxsize=8)
-def _analysis_fn(model: world_mod.TruthModel, levels: tuple[int, ...], nlon: int, nlat: int, bottom: float) -> Callable:
-    """Jitted (u, v, T (P, lat, lon), T2m, ps (lat, lon)) on the archive grid -> State (see reconstruct_state)."""
-    horizontal, specs, units = model.coords.horizontal, model.physics_specs, scales.units
-    lon, lat = np.deg2rad(grid_mod.longitudes(nlon)), np.deg2rad(grid_mod.equiangular_latitudes(nlat))
-    hi = horizontal_interpolation
-    a_lon = np.asarray(hi.conservative_longitude_weights(horizontal.longitudes, lon))  # model -> archive
-    a_lat = np.asarray(hi.conservative_latitude_weights(horizontal.latitudes, lat))
-    g_lon = np.asarray(hi.conservative_longitude_weights(lon, horizontal.longitudes))  # archive -> model
-    g_lat = np.asarray(hi.conservative_latitude_weights(lat, horizontal.latitudes))
-    log_p = np.log(np.asarray(levels, np.float64) * 100.0)  # Pa
-    log_sigma = np.log(model.coords.vertical.centers)
-    thickness = np.asarray(model.coords.vertical.layer_thickness)[:, None, None]
-    wind, kelvin = specs.nondimensionalize(1.0 * units.m / units.s), specs.nondimensionalize(1.0 * units.degK)
-    pascal, min_t = specs.nondimensionalize(1.0 * units.pascal), _MIN_T.m_as(units.degK)
-    ref = np.asarray(model.reference_temperature)[:, None, None]
-    to_p = vi.vectorize_vertical_interpolation(vi.linear_interp_with_linear_extrap)  # as the archive operator
-
-    def regrid(x):  # (..., lat, lon) archive -> (..., lon, lat) model: smooth first guess + least-squares fix
-        first = jnp.einsum("ab,cd,...db->...ac", g_lon, g_lat, x, precision=jax.lax.Precision.HIGHEST)
-        residual = x - jnp.einsum("ab,cd,...bd->...ca", a_lon, a_lat, first, precision=jax.lax.Precision.HIGHEST)
-        return first + jnp.einsum("ab,cd,...db->...ac", np.linalg.pinv(a_lon), np.linalg.pinv(a_lat), residual,
-                                  precision=jax.lax.Precision.HIGHEST)
-
-    def fit(background, archived, log_ps):  # (L, lon, lat), (P, lon, lat): smallest change with to_p == archived
-        target = log_p[:, None, None] - log_ps  # log(p / ps), (P, lon, lat)
-        h = jax.vmap(lambda e: to_p(target, log_sigma, jnp.broadcast_to(e[:, None, None], background.shape)))(
-            jnp.eye(log_sigma.size, dtype=background.dtype))  # (L, P, lon, lat)
-        h = jnp.moveaxis(h, (0, 1), (-1, -2))  # (lon, lat, P, L)
-        residual = jnp.moveaxis(archived - to_p(target, log_sigma, background), 0, -1)
-        return background + jnp.moveaxis(jnp.einsum("...lp,...p->...l", jnp.linalg.pinv(h), residual), -1, 0)
-
-    def analysis(u, v, temperature, t2m, surface_pressure) -> State:
-        ps = regrid(surface_pressure)  # Pa, (lon, lat)
-        log_ps = jnp.log(ps)
-        x = jnp.moveaxis(log_sigma[:, None, None] + log_ps, 0, -1)  # log p of the model layers, (lon, lat, L)
-        xp = jnp.broadcast_to(log_p, ps.shape + log_p.shape)
-        u, v, temperature = regrid(u), regrid(v), regrid(temperature)
-        u_s, v_s = (fit(jnp.moveaxis(_columns(x, xp, jnp.moveaxis(f, 0, -1), None), -1, 0), f, log_ps) for f in (u, v))
-        xp_t = jnp.concatenate([xp, (np.log(bottom) + log_ps)[..., None]], -1)
-        f_t = jnp.concatenate([jnp.moveaxis(temperature, 0, -1), regrid(t2m)[..., None]], -1)
-        t_s = fit(jnp.moveaxis(_columns(x, xp_t, f_t, min_t), -1, 0), temperature, log_ps)
-        vorticity, divergence = spherical_harmonic.uv_nodal_to_vor_div_modal(horizontal, u_s * wind, v_s * wind)
-        divergence = divergence - jnp.sum(divergence * thickness, axis=0, keepdims=True)
-        return State(vorticity=vorticity, divergence=divergence,
-                     temperature_variation=horizontal.to_modal(t_s * kelvin - ref),
-                     log_surface_pressure=horizontal.to_modal((log_ps + np.log(pascal))[None]),
-                     sim_time=jnp.float32(0.0))
-
-    return jax.jit(analysis)
 
 
 def member_states(model: world_mod.TruthModel, state: State, seed: int, init_time, members, amplitude_k: float) -> State:
@@ -342,9 +249,9 @@ def _stack(fields: dict) -> np.ndarray:
 def _check_run(world: Path, cfg: WorldConfig, members: int, lead_hours: int, member_chunk: int, lead_chunk: int) -> None:
     """Arguments every physics ensemble checks before it computes or writes anything."""
     if members < 1 or member_chunk < 1 or lead_chunk < 1:
-        raise ValueError(f"members ({members}), member_chunk ({member_chunk}), lead_chunk ({lead_chunk}): must be >= 1")
+        raise InputError(f"members ({members}), member_chunk ({member_chunk}), lead_chunk ({lead_chunk}): must be >= 1")
     if lead_hours <= 0 or lead_hours % cfg.archive_hours:
-        raise ValueError(f"lead_hours={lead_hours}: must be a positive multiple of {world}'s archive interval "
+        raise InputError(f"lead_hours={lead_hours}: must be a positive multiple of {world}'s archive interval "
                          f"({cfg.archive_hours} h)")
 
 
@@ -392,7 +299,7 @@ def _run(world: Path, cfg: WorldConfig, model, model_cfg: WorldConfig, initial: 
             writer.mark_complete(i)
     path = writer.finish()
     if path is None:
-        raise RuntimeError(f"{writer.partial}: some initialisation times are not complete")
+        raise WeatherensError(f"{writer.partial}: some initialisation times are not complete")
     return path
 
 

@@ -38,8 +38,8 @@ import numpy as np
 from dinosaur import primitive_equations, time_integration
 
 from weatherens.config import TimeRange, WorldConfig
-from weatherens.data import world as world_mod
-from weatherens.infer import initial_uncertainty
+from weatherens.world import initial_uncertainty
+from weatherens.world import model as world_mod
 
 State = primitive_equations.State
 FIELDS = world_mod.STATE_FIELDS

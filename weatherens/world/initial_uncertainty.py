@@ -1,7 +1,7 @@
 """The physics world's initial-condition uncertainty: what an analysis of the archive gets wrong, and
 perturbations drawn from it.
 
-An ensemble that starts from the archived fields (`physics_ensemble.reconstruct_state`) starts
+An ensemble that starts from the archived fields (`analysis.reconstruct_state`) starts
 from an *analysis*: the archive is 64 x 32 on four pressure levels, the truth a T42 model state
 on sigma layers, so the analysis misses what the archive does not hold. Where the world saved its
 exact state (every `state_every_days`), that error is known:
@@ -47,7 +47,8 @@ import xarray as xr
 from dinosaur import primitive_equations
 
 from weatherens.config import TimeRange, WorldConfig
-from weatherens.data import world as world_mod
+from weatherens.errors import InputError
+from weatherens.world import model as world_mod
 
 State = primitive_equations.State
 FIELDS = world_mod.STATE_FIELDS
@@ -88,7 +89,7 @@ def saved_states_in(world: str | Path, cfg: WorldConfig, span: TimeRange) -> tup
     times, states = world_mod.load_truth_states(world)
     inside = np.flatnonzero((times >= np.datetime64(span.start)) & (times <= np.datetime64(span.end)))
     if inside.size < 2:
-        raise ValueError(f"{world}: {inside.size} saved physics state(s) in {span.start}..{span.end}; an error "
+        raise InputError(f"{world}: {inside.size} saved physics state(s) in {span.start}..{span.end}; an error "
                          f"sample needs at least 2 (the world saves one every {cfg.state_every_days:g} days)")
     return times[inside], jax.tree.map(lambda x: x[inside], states)
 
@@ -101,7 +102,7 @@ def analysis_errors(world: str | Path, cfg: WorldConfig, span: TimeRange, analys
       world: a physics world store; cfg: its WorldConfig; span: the times to learn from (the training
         split: the errors are never learnt on the inits they will perturb);
       analysis: archived fields at one time (an xr.Dataset, canonical form) -> State on the grid of
-        the model that will be perturbed (`physics_ensemble.reconstruct_state` with that model);
+        the model that will be perturbed (`analysis.reconstruct_state` with that model);
       project: a truth State -> the same state on that model's grid (`world.interpolate_state`:
         spectral truncation); None when the model is the truth's. Each system's errors are its own:
         a coarser analysis misses more than the truth's model's does.

@@ -10,7 +10,8 @@ import xarray as xr
 
 from conftest import canonical_dataset, write_zarr
 from weatherens import cli, grid
-from weatherens.verify import evaluate, forecast
+from weatherens.verify import evaluation
+from weatherens.verify import io as verify_io
 
 LEADS_H = (6, 12, 18)
 
@@ -48,7 +49,7 @@ def stores(tmp_path_factory):
 
 
 def score(path, truth_path, **kw):
-    return evaluate.evaluate(forecast.open_forecast(path), forecast.open_truth(truth_path), progress=False, **kw)
+    return evaluation.evaluate(verify_io.open_forecast(path), verify_io.open_truth(truth_path), progress=False, **kw)
 
 
 def test_scores_dataset_has_the_documented_form(stores):
@@ -56,8 +57,8 @@ def test_scores_dataset_has_the_documented_form(stores):
     s = score(fpath, tpath)
     assert s["temperature"].dims == ("metric", "lead_time", "region", "level")
     assert s["2m_temperature"].dims == ("metric", "lead_time", "region")
-    assert set(evaluate.BASE_METRICS) <= set(s["metric"].values.tolist())
-    assert list(s["region"].values) == list(evaluate.REGIONS)
+    assert set(evaluation.BASE_METRICS) <= set(s["metric"].values.tolist())
+    assert list(s["region"].values) == list(evaluation.REGIONS)
     np.testing.assert_array_equal(s["lead_time"].values, fcst["prediction_timedelta"].values)
     assert s["temperature"].attrs["units"] == "K"
     assert s["temperature_rank_histogram"].sizes["rank"] == 6
@@ -138,7 +139,7 @@ def test_leads_and_variables_without_truth_are_reported_not_dropped(tmp_path):
 def test_lead_groups_share_init_masks_and_keep_lead_order():
     a, b = np.array([True, True]), np.array([True, False])
     scored = [(0, None, a), (1, None, a), (2, None, b), (3, None, a), (4, None, a), (5, None, b)]
-    groups = evaluate._lead_groups(scored, 3)
+    groups = evaluation._lead_groups(scored, 3)
     assert [[i for i, _, _ in g] for g in groups] == [[0, 1, 3], [4], [2, 5]]
 
 
@@ -155,7 +156,7 @@ def test_grouped_leads_score_as_one_lead_at_a_time(tmp_path, monkeypatch):
     f, t = write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr")
     grouped = score(f, t, climatology=clim)
     assert grouped["temperature_n_init"].values.tolist() == [5, 5, 4, 3, 2]
-    monkeypatch.setattr(evaluate, "MAX_LEADS_PER_BLOCK", 1)
+    monkeypatch.setattr(evaluation, "MAX_LEADS_PER_BLOCK", 1)
     one_by_one = score(f, t, climatology=clim)
     for v in grouped.data_vars:
         np.testing.assert_allclose(grouped[v].values, one_by_one[v].values, rtol=1e-12, atol=1e-14, err_msg=v)
@@ -198,11 +199,11 @@ def test_scores_do_not_depend_on_the_block_size(stores, monkeypatch):
     truth, fcst, tpath, fpath, _ = stores
     kw = dict(thresholds=["q0.8", "280"], variables=["geopotential", "2m_temperature"])
     whole = score(fpath, tpath, **kw)
-    f = forecast.open_forecast(fpath)["temperature"].isel(prediction_timedelta=0)
+    f = verify_io.open_forecast(fpath)["temperature"].isel(prediction_timedelta=0)
     row = f.sizes["longitude"] * f.sizes["level"] * (f.sizes["number"] * 4 + 20 * 8)
-    monkeypatch.setattr(evaluate, "BLOCK_BYTES", 8 * row)
-    assert evaluate._pointwise_block_shape(f) == (1, 8)
-    assert evaluate._spectrum_block_shape(f) == (1, 2)
+    monkeypatch.setattr(evaluation, "BLOCK_BYTES", 8 * row)
+    assert evaluation._pointwise_block_shape(f) == (1, 8)
+    assert evaluation._spectrum_block_shape(f) == (1, 2)
     tiny = score(fpath, tpath, **kw)
     for v in whole.data_vars:
         np.testing.assert_allclose(tiny[v].values, whole[v].values, rtol=1e-10, atol=1e-12, err_msg=v)
