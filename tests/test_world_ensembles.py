@@ -207,16 +207,35 @@ def test_resume_skips_completed_inits(store, tmp_path, monkeypatch, exact):
         assert np.isfinite(ds[v].values).all()
 
 
-def test_limit_beats_the_operational_analogue(store, outdir, truth):
+T15 = dict(resolution="T15", timestep_minutes=120.0, error_span=ERRORS, seed=3, member_chunk=CHUNK, progress=False)
+
+
+@pytest.fixture(scope="module")
+def t15(store, outdir):
+    """A T15 analogue of the T21 world with a 2-hour step (seed 3, no model error), shared by the tests below."""
+    return _open(pe.archived_fields_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "t15.zarr", **T15))
+
+
+@pytest.fixture(scope="module")
+def coarse():
+    """A T15, 2-hour-step copy of the world's model, and its one-interval model errors."""
+    return world.truth_model(dataclasses.replace(CFG, resolution="T15", timestep_minutes=120.0))
+
+
+@pytest.fixture(scope="module")
+def coarse_errors(store, coarse):
+    return model_error.model_errors(store, CFG, ERRORS, coarse)
+
+
+def test_limit_beats_the_operational_analogue(store, outdir, truth, t15):
     """Same analysis, same perturbation draws: the world's own model (T21 here) forecasts better than
-    the cheaper one (T15) from 12 h on, in fair CRPS of every scorecard channel (seeded; the model
+    the cheaper one (T15, 2-hour step) from 12 h on, in fair CRPS of every scorecard channel (seeded; the model
     error of T15 dominates after a few steps)."""
     from weatherens.verify import metrics, regions
 
     kw = dict(error_span=ERRORS, seed=3, member_chunk=CHUNK, progress=False)
     limit = _open(pe.predictability_limit_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "limit.zarr", **kw))
-    analogue = _open(pe.archived_fields_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "t15.zarr", resolution="T15",
-                                                 **kw))
+    analogue = t15
     assert limit.attrs["kind"] == "predictability_limit" and analogue.attrs["resolution"] == "T15"
     w = grid.latitude_weights(truth.latitude.values)
     for v, level in (("geopotential", 500), ("temperature", 850), ("2m_temperature", None)):
@@ -230,24 +249,21 @@ def test_limit_beats_the_operational_analogue(store, outdir, truth):
         assert (crps["limit"][1:] < crps["analogue"][1:]).all(), (v, crps)
 
 
-def test_model_error_sample_is_zero_for_the_worlds_own_model_only(store):
+def test_model_error_sample_is_zero_for_the_worlds_own_model_only(store, coarse, coarse_errors):
     """e_k = T(M_truth(s_k)) - M_cheap(T(s_k)): exactly zero when the cheaper model is the world's own,
     non-zero for a coarser, longer-stepping one, with the mean removed from its anomalies."""
     own = model_error.model_errors(store, CFG, ERRORS, world.truth_model(CFG))
     assert own.size == 4  # the saved states of 2001-03-03 .. 03-06 (the span ends at 03-07T00)
     for f in world.STATE_FIELDS:
         assert not np.asarray(getattr(own.anomalies, f)).any(), f
-    coarse = world.truth_model(dataclasses.replace(CFG, resolution="T15", timestep_minutes=120.0))
-    sample = model_error.model_errors(store, CFG, ERRORS, coarse)
-    t = np.asarray(sample.anomalies.temperature_variation, np.float64)  # (K, layers, m, l) on T15
+    t = np.asarray(coarse_errors.anomalies.temperature_variation, np.float64)  # (K, layers, m, l) on T15
     assert t.shape[0] == 4 and t.shape[-2:] == coarse.coords.horizontal.modal_shape
     assert np.abs(t).max() > 0
     np.testing.assert_allclose(t.mean(0), 0.0, atol=1e-6 * np.abs(t).max())
 
 
-def test_model_error_draws_are_zero_at_the_first_interval_and_chunking_free(store):
-    coarse = world.truth_model(dataclasses.replace(CFG, resolution="T15", timestep_minutes=120.0))
-    sample = model_error.model_errors(store, CFG, ERRORS, coarse)
+def test_model_error_draws_are_zero_at_the_first_interval_and_chunking_free(coarse_errors):
+    sample = coarse_errors
     key = jax.random.key(4)
     whole = model_error.noise(sample, key, np.arange(3), np.arange(4), 1.0).vorticity  # (M, F, layers, m, l)
     assert whole.shape[:2] == (3, 4)
@@ -258,14 +274,13 @@ def test_model_error_draws_are_zero_at_the_first_interval_and_chunking_free(stor
     assert not np.array_equal(np.asarray(whole[0, 1]), np.asarray(whole[0, 2]))
 
 
-def test_analogue_with_model_error_spreads_more_and_zero_noise_changes_nothing(store, outdir):
+def test_analogue_with_model_error_spreads_more_and_zero_noise_changes_nothing(store, outdir, t15, coarse):
     """Same seed, same initial draws: a T15 analogue with its own model errors added every 6 h has
     more spread at 48 h in every scorecard channel than without; and the noisy trajectory with zero
     noise gives the noise-free trajectory (same steps: equal to float32 rounding)."""
-    kw = dict(resolution="T15", error_span=ERRORS, seed=3, member_chunk=CHUNK, progress=False)
-    plain = _open(pe.archived_fields_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "t15-plain.zarr", **kw))
+    plain = t15
     noisy = _open(pe.archived_fields_ensemble(store, [INIT], CHUNK, LEAD_HOURS, outdir / "t15-noisy.zarr",
-                                              model_error_scale=1.0, **kw))
+                                              model_error_scale=1.0, **T15))
     assert "model error x 1" in noisy.attrs["perturbation"] and float(noisy.attrs["model_error_scale"]) == 1.0
     w = grid.latitude_weights(plain.latitude.values)[:, None]
     for v, level in (("geopotential", 500), ("temperature", 850), ("2m_temperature", None)):
@@ -278,7 +293,6 @@ def test_analogue_with_model_error_spreads_more_and_zero_noise_changes_nothing(s
     np.testing.assert_allclose(noisy["2m_temperature"].isel(prediction_timedelta=0).values,
                                plain["2m_temperature"].isel(prediction_timedelta=0).values, rtol=1e-5)
 
-    coarse = world.truth_model(dataclasses.replace(CFG, resolution="T15", timestep_minutes=120.0))
     state = jax.tree.map(lambda x: x[None], world.interpolate_state(
         jax.tree.map(lambda x: x[1], world.load_truth_states(store)[1]), world.truth_model(CFG), coarse))
     zero = jax.tree.map(lambda x: np.zeros((1, 4) + x.shape[1:], x.dtype), state)
