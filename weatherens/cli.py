@@ -183,7 +183,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(args.scores) < 2:
         raise config_mod.ConfigError(f"compare: {len(args.scores)} scores file(s); give the candidate and one or more "
                                      "references")
-    labels = args.name or [Path(p).stem.split(".")[-1] if Path(p).stem.count(".") else Path(p).stem for p in args.scores]
+    labels = args.name or [Path(p).stem.split(".")[-1] for p in args.scores]  # scores.<name>.nc -> <name>
     if len(labels) != len(args.scores) or len(set(labels)) != len(labels):
         raise config_mod.ConfigError(f"compare: need one distinct --name per scores file, got {labels}")
     scores = {}
