@@ -3,6 +3,7 @@
 
     python3 scripts/run.py demo [weatherens demo options]   # the main job on the embedded default
     python3 scripts/run.py test [pytest options]            # the whole test suite
+    python3 scripts/run.py test --fast [pytest options]     # the tests not marked slow (the inner loop)
 
 Needs only Python >= 3.11 with pip. The environment lives in `.venv` beside pyproject.toml
 (or in $WEATHERENS_VENV) and is rebuilt when pyproject.toml changes.
@@ -77,7 +78,9 @@ def main(argv: list[str]) -> int:
     if what == "demo":
         cmd = [str(_bin("weatherens")), "demo", *rest]
     else:
-        cmd = [str(_bin("python")), "-m", "pytest", "-n", "2", "--dist", "loadfile", *rest]
+        fast = ["-m", "not slow"] if "--fast" in rest else []
+        rest = [a for a in rest if a != "--fast"]
+        cmd = [str(_bin("python")), "-m", "pytest", "-n", "2", "--dist", "loadfile", *fast, *rest]
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 

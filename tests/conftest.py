@@ -1,55 +1,23 @@
-"""Shared fixtures: tiny ERA5-schema stores built in the test's temporary directory."""
+"""Shared fixtures (the helpers they build on are in tests/helpers.py), and one JAX compilation cache for
+the whole session, its workers and their child processes."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
-import numpy as np
+# Many tests compile the same small programs again in child processes (training resumed after a kill,
+# 1 against 8 devices, two processes, the notebooks, the demo): JAX's persistent cache serves them from disk
+# (a killed-and-resumed training test took 72 s without it, 55 s with it cold, 41 s warm). Set before jax is
+# imported so that this process reads it too; cached programs are the same programs, so results are too.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "weatherens-tests-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
 import pytest
 import xarray as xr
 
-from weatherens import grid
-
-SHARED_ERA5 = Path(__file__).resolve().parents[1].parent / "shared" / "era5"
-ERA5_ATTRIBUTION = "Contains modified Copernicus Climate Change Service information 2026."
-
-
-def canonical_dataset(
-    ntime: int = 12,
-    nlat: int = 32,
-    nlon: int = 64,
-    levels: tuple[int, ...] = (500, 850),
-    step_hours: int = 6,
-    start: str = "2000-01-01",
-    seed: int = 0,
-) -> xr.Dataset:
-    """A small dataset already in canonical form, with values that encode their coordinates.
-
-    temperature[t, l, i, j] = 200 + t + l/10 + i/100 + j/10000 (so any misplaced axis shows),
-    geopotential and 2m_temperature random but reproducible.
-    """
-    rng = np.random.default_rng(seed)
-    time = np.datetime64(start, "ns") + np.arange(ntime) * np.timedelta64(step_hours, "h")
-    lat = grid.equiangular_latitudes(nlat)
-    lon = grid.longitudes(nlon)
-    t, l, i, j = np.meshgrid(np.arange(ntime), np.arange(len(levels)), np.arange(nlat), np.arange(nlon), indexing="ij")
-    temperature = (200 + t + l / 10 + i / 100 + j / 10000).astype(np.float32)
-    geopotential = (5e4 + 1e3 * rng.standard_normal((ntime, len(levels), nlat, nlon))).astype(np.float32)
-    t2m = (280 + 10 * rng.standard_normal((ntime, nlat, nlon))).astype(np.float32)
-    dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
-    return xr.Dataset(
-        {
-            "temperature": (dims3, temperature, {"units": "K"}),
-            "geopotential": (dims3, geopotential, {"units": "m**2 s**-2"}),
-            "2m_temperature": (dims2, t2m, {"units": "K"}),
-        },
-        coords={"time": time, "level": np.array(levels, np.int64), "latitude": lat, "longitude": lon},
-    )
-
-
-def write_zarr(ds: xr.Dataset, path: Path) -> Path:
-    ds.to_zarr(path, mode="w", consolidated=False, zarr_format=3)
-    return path
+from helpers import ERA5_SAMPLES, canonical_dataset
 
 
 @pytest.fixture
@@ -58,34 +26,6 @@ def canonical() -> xr.Dataset:
 
 
 @pytest.fixture
-def shared_era5() -> Path:
-    if not SHARED_ERA5.is_dir():
-        pytest.skip(f"real ERA5 samples not found at {SHARED_ERA5} (they live in the project's shared/ folder)")
-    return SHARED_ERA5
-
-
-def wave_dataset(ntime: int = 60, nlat: int = 32, nlon: int = 64, levels: tuple[int, ...] = (500, 850),
-                 start: str = "2000-01-01", seed: int = 0) -> xr.Dataset:
-    """A learnable toy atmosphere in canonical form, 6-hourly: smooth waves travelling east at a
-    level-dependent speed, plus a little noise. Variables as configs/tiny.yaml (geopotential and
-    temperature on `levels`, 2m_temperature)."""
-    rng = np.random.default_rng(seed)
-    time = np.datetime64(start, "ns") + np.arange(ntime) * np.timedelta64(6, "h")
-    lat, lon = grid.equiangular_latitudes(nlat), grid.longitudes(nlon)
-    t = np.arange(ntime)[:, None, None, None]
-    lev = np.arange(len(levels))[None, :, None, None]
-    phi, lam = np.deg2rad(lat)[None, None, :, None], np.deg2rad(lon)[None, None, None, :]
-    wave = np.cos(phi) ** 2 * np.cos(3 * lam - (0.2 + 0.1 * lev) * t) + 0.5 * np.cos(phi) * np.sin(2 * lam - 0.15 * t)
-    shape = (ntime, len(levels), nlat, nlon)
-    z = 5e4 + 1e4 * lev + 800 * wave + 20 * rng.standard_normal(shape)
-    temp = 250 + 10 * lev + 30 * np.cos(phi) + 5 * wave + 0.3 * rng.standard_normal(shape)
-    t2m = 280 + 25 * np.cos(phi[0]) + 4 * wave[:, 0] + 0.3 * rng.standard_normal((ntime, nlat, nlon))
-    dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
-    return xr.Dataset(
-        {
-            "geopotential": (dims3, z.astype(np.float32), {"units": "m**2 s**-2"}),
-            "temperature": (dims3, temp.astype(np.float32), {"units": "K"}),
-            "2m_temperature": (dims2, t2m.astype(np.float32), {"units": "K"}),
-        },
-        coords={"time": time, "level": np.array(levels, np.int64), "latitude": lat, "longitude": lon},
-    )
+def era5_samples() -> Path:
+    """tests/data/era5: trimmed real ERA5 (attribution in its README.md)."""
+    return ERA5_SAMPLES

@@ -8,7 +8,7 @@ import sys
 import pytest
 import xarray as xr
 
-from conftest import canonical_dataset, write_zarr
+from helpers import canonical_dataset, write_zarr
 from weatherens import cli, config
 
 COMMANDS = ("demo", "world", "inspect", "stats", "verify", "compare", "train", "forecast", "baseline")

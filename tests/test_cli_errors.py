@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import canonical_dataset, write_zarr
+from helpers import canonical_dataset, write_zarr
 from weatherens import cli
 
 TINY = str(Path(__file__).resolve().parents[1] / "checkpoints" / "tiny")

@@ -1,25 +1,74 @@
-"""`weatherens demo --quick`: the README's main job end to end on the tiny world (the shipped tiny checkpoint)."""
+"""`weatherens demo --quick`: the README's main job end to end on the tiny world (the shipped tiny checkpoint),
+run from an installed wheel; the demo's checkpoint rule, baselines and inits."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import xarray as xr
 
-from weatherens import cli, config, demo
+from weatherens import config, demo
 from weatherens.verify import report
 
+ROOT = Path(__file__).resolve().parents[1]
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "weatherens", "configs", "checkpoints")
 
-def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
-    cache, runs = tmp_path / "cache", tmp_path / "runs"
-    assert cli.main(["demo", "--quick", "--quiet", "--cache", str(cache), "--out", str(runs)]) == 0
-    out = capsys.readouterr().out
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """weatherens built as a wheel and installed (not editable) into a fresh virtual environment, with
+    uv where it is installed beside the tests (its cache makes this seconds), else pip: the venv's bin/."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"  # a copy, so that the build leaves nothing in the checkout
+    source.mkdir()
+    for name in WHEEL_SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source), "-w", str(tmp / "dist")],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp / "dist").glob("weatherens-*.whl")
+    venv = tmp / "venv"
+    if importlib.util.find_spec("uv") is not None:
+        uv = [sys.executable, "-m", "uv"]
+        subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+        subprocess.run([*uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), str(wheel)], check=True)
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], check=True)
+    return venv / "bin"
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_runs_the_quick_demo_from_an_empty_directory(installed, tmp_path):
+    """`weatherens demo --quick`, the README's main job on the tiny world, run by the console script of an
+    installed wheel from an empty directory: the configs and the shipped checkpoint come from the package."""
+    empty, cache, runs = tmp_path / "empty", tmp_path / "cache", tmp_path / "runs"
+    empty.mkdir()
+
+    def weatherens(*args: str) -> str:
+        res = subprocess.run([str(installed / "weatherens"), *args], cwd=empty, capture_output=True, text=True,
+                             timeout=900)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+        return res.stdout
+
+    assert "demo" in weatherens("--help")
+    out = weatherens("demo", "--quick", "--quiet", "--cache", str(cache), "--out", str(runs))
+    assert not list(empty.iterdir())
     exp = demo.experiment(quick=True)
     world = demo.world_path(cache, exp.world)
     assert world.exists() and not world.with_name(world.name + ".partial").exists()
-    assert "using the shipped checkpoint" in out
+    shipped = re.search(r"using the shipped checkpoint (\S+) ", out).group(1)
+    assert Path(shipped).resolve().is_relative_to(installed.parent.resolve())  # the wheel's copy, not the checkout's
     run_dir = runs / "demo-quick"
     for name in demo.NAMES:
         fc = xr.open_zarr(run_dir / "forecasts" / f"{name}.zarr", consolidated=False)
@@ -47,13 +96,12 @@ def test_quick_demo_runs_world_to_scorecard(tmp_path, capsys):
     # a second run reuses every stage, the scores included
     outputs = [*(run_dir / "forecasts").glob("*.zarr/zarr.json"), *run_dir.glob("scores.*.nc")]
     mtimes = {p: p.stat().st_mtime_ns for p in outputs}
-    assert cli.main(["demo", "--quick", "--quiet", "--cache", str(cache), "--out", str(runs)]) == 0
-    assert capsys.readouterr().out.count("reusing the scores") == len(demo.NAMES)
+    again = weatherens("demo", "--quick", "--quiet", "--cache", str(cache), "--out", str(runs))
+    assert again.count("reusing the scores") == len(demo.NAMES)
     assert mtimes == {p: p.stat().st_mtime_ns for p in outputs}
     # `weatherens compare` prints the same intervals from the scores files
     files = [str(run_dir / f"scores.{n}.nc") for n in ("weatherens", "persistence")]
-    assert cli.main(["compare", *files, "--leads", "6", "48"]) == 0
-    printed = capsys.readouterr().out
+    printed = weatherens("compare", *files, "--leads", "6", "48")
     half = (float(persistence["high"].sel(channel="temperature@850").isel(lead_time=-1))
             - float(persistence["low"].sel(channel="temperature@850").isel(lead_time=-1))) / 2
     row = next(line for line in printed.splitlines() if line.startswith("| temperature@850 | 2 d |"))

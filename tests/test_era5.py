@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import canonical_dataset, write_zarr
+from helpers import canonical_dataset, write_zarr
 from weatherens import data
 
 
@@ -139,16 +139,15 @@ def test_regional_grid_is_not_global_training_data(tmp_path, canonical):
     assert data.check_training_ready(data.open(path), require_global=False) == 1
 
 
-def test_real_era5_one_degree_surface_sample(shared_era5):
+def test_real_era5_one_degree_surface_sample(era5_samples):
     """Real ERA5 (1 deg, short names, latitude 90 -> -90, non-CF integer hours since 1940,
     7-8 h steps). Contains modified Copernicus Climate Change Service information 2026."""
-    path = shared_era5 / "era5_global_1deg_7day_surface.zarr"
+    path = era5_samples / "era5_global_1deg_7day_surface.zarr"
     ds = data.open(path)
     assert set(ds.data_vars) == {
-        "2m_temperature", "10m_u_component_of_wind", "10m_v_component_of_wind",
-        "mean_sea_level_pressure", "total_precipitation",
+        "2m_temperature", "10m_u_component_of_wind", "10m_v_component_of_wind", "mean_sea_level_pressure",
     }
-    assert ds.sizes == {"time": 24, "latitude": 181, "longitude": 360}
+    assert ds.sizes == {"time": 12, "latitude": 181, "longitude": 360}
     assert ds["latitude"].values[0] == -90 and ds["latitude"].values[-1] == 90
     # 755880 hours after 1940-01-01 00 UTC is 2026-03-25 00 UTC
     assert ds["time"].values[0] == np.datetime64("2026-03-25T00")
@@ -161,11 +160,11 @@ def test_real_era5_one_degree_surface_sample(shared_era5):
         data.check_training_ready(ds)
 
 
-def test_real_era5_tl31_netcdf(shared_era5):
+def test_real_era5_tl31_netcdf(era5_samples):
     """Real ERA5 on a 64 x 32 Gaussian-like grid, dims (level, longitude, latitude).
 
     Contains modified Copernicus Climate Change Service information 2026."""
-    path = shared_era5 / "era5_tl31_19590102T00.nc"
+    path = era5_samples / "era5_tl31_19590102T00.nc"
     ds = data.open(path, variables=["z", "t", "u", "v"], levels=[250, 500, 850])
     assert ds["geopotential"].dims == ("time", "level", "latitude", "longitude")
     assert ds.sizes == {"time": 1, "level": 3, "latitude": 32, "longitude": 64}

@@ -16,13 +16,15 @@ import pytest
 import xarray as xr
 import zarr
 
-from conftest import wave_dataset, write_zarr
+from helpers import run_on_devices, wave_dataset, write_zarr
 from weatherens import checkpoint, config
 from weatherens.config import TimeRange
 from weatherens.infer import baselines, ensemble, forecast
 from weatherens.train import loop
 from weatherens.verify import evaluation
 from weatherens.verify import io as verify_io
+
+pytestmark = pytest.mark.slow  # trains a model for its forecasts; child processes
 
 ROOT = Path(__file__).resolve().parents[1]
 INITS = forecast.parse_init_times(["2000-01-12T00/2000-01-12T12/12h"])
@@ -70,25 +72,12 @@ def test_member_keys_depend_on_seed_time_and_index_only():
     assert not np.array_equal(other[0], whole[6])
 
 
-DEVICES = """
-import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
-import jax
-from weatherens.infer import forecast
-assert jax.local_device_count() == int(sys.argv[1])
-forecast.forecast([sys.argv[2]], sys.argv[3], forecast.parse_init_times(["2000-01-12T00"]), 10, 12, sys.argv[4],
-                  perturbation="gaussian", member_chunk=int(sys.argv[5]), progress=False)
-"""
-
-
 def test_member_j_is_the_same_on_1_or_8_devices_and_in_any_chunks(trained, tmp_path):
     store, run, _ = trained
     outs = {}
     for devices, chunk in ((1, 400), (8, 4)):
         path = tmp_path / f"d{devices}.zarr"
-        res = subprocess.run([sys.executable, "-c", DEVICES, str(devices), str(run), str(store), str(path), str(chunk)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, res.stderr[-3000:]
+        assert run_on_devices(devices, "hindcast", run, store, path, chunk) == {"devices": devices}
         outs[devices] = xr.open_zarr(path)["temperature"].values
     np.testing.assert_allclose(outs[8], outs[1], rtol=1e-5, atol=1e-3)
     assert float(np.abs(outs[1][0, 0, 3] - outs[1][0, 0, 4]).max()) > 0

@@ -10,6 +10,8 @@ from dinosaur import spherical_harmonic
 from weatherens.world import initial_uncertainty as iu
 from weatherens.world import model as world
 
+pytestmark = pytest.mark.slow  # builds a world
+
 
 @pytest.fixture(scope="module")
 def t21():

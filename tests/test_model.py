@@ -46,6 +46,7 @@ def run_step(p, params, key, noise_state=None):
     return jax.jit(p.step)(params, state(0), state(1), f, f, key, noise_state)
 
 
+@pytest.mark.slow
 def test_untrained_model_predicts_persistence(predictor):
     params = predictor.init_params(jax.random.key(0))
     x_next, _ = run_step(predictor, params, jax.random.key(1))
@@ -59,6 +60,7 @@ def perturbed(params, key, scale=0.1):
     return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
+@pytest.mark.slow
 def test_noise_comes_only_from_the_key(predictor):
     params = perturbed(predictor.init_params(jax.random.key(0)), jax.random.key(5))
     member = lambda j: noise.step_key(noise.member_key(jax.random.key(7), j), 0)  # noqa: E731

@@ -62,6 +62,7 @@ def test_committed_notebooks_are_valid_and_carry_no_outputs(name):
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: clear the outputs before committing"
 
 
+@pytest.mark.slow
 def test_quickstart(monkeypatch, tmp_path):
     nb, wall = execute("quickstart.ipynb", monkeypatch, tmp_path)
     out = summary(nb)
@@ -84,13 +85,14 @@ def test_quickstart(monkeypatch, tmp_path):
         assert figure in out["figures"]
 
 
-def test_verify_era5(monkeypatch, tmp_path, shared_era5):
-    """Skipped, as the other real-ERA5 tests, where the samples are not in ../shared/era5."""
+@pytest.mark.slow
+def test_verify_era5(monkeypatch, tmp_path):
+    """The real-ERA5 notebook on the samples in tests/data/era5."""
     nb, wall = execute("verify_era5.ipynb", monkeypatch, tmp_path)
     out = summary(nb)
     print(f"verify_era5.ipynb: {wall:.0f} s")
     assert out["lead_hours"] in (7.0, 8.0)  # the samples' irregular steps, taken as they are
-    assert out["members"] == 20
+    assert out["members"] == 10
     assert set(out["scores"]) == {"2m_temperature", "mean_sea_level_pressure",
                                   "10m_u_component_of_wind", "10m_v_component_of_wind"}
     for variable, s in out["scores"].items():

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import canonical_dataset, write_zarr
+from helpers import canonical_dataset, write_zarr
 from weatherens import data
 from weatherens.config import DataConfig, TimeRange
 from weatherens.data.pipeline import Sampler

@@ -12,7 +12,7 @@ import pytest
 from weatherens import grid
 from weatherens.sphere import legendre
 from weatherens.sphere.sht import SphericalHarmonicTransform, integrate
-from spherical_fields import random_coefficients
+from helpers import random_coefficients
 
 EARTH_RADIUS = 6.371e6  # m
 

@@ -7,7 +7,7 @@ import pytest
 
 from weatherens import grid
 from weatherens.sphere import legendre as sph
-from spherical_fields import random_coefficients
+from helpers import random_coefficients
 
 # (name, latitudes, nlon, lmax): the grids the project meets, at the highest degree each resolves
 GRIDS = {

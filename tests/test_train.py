@@ -16,9 +16,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import wave_dataset, write_zarr
+from helpers import run_on_devices, wave_dataset, write_zarr
 from weatherens import checkpoint, config
 from weatherens.train import loop
+
+pytestmark = pytest.mark.slow  # trains, in this process and in child processes
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -95,25 +97,10 @@ def test_killed_run_resumes_with_the_same_loss_curve(store, tmp_path):
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise: same batches, keys and state
 
 
-DEVICES = """
-import os, sys, json
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
-import jax
-from weatherens import config
-from weatherens.train import loop
-exp = config.load(sys.argv[2], ["train.steps=2", "train.validate_every=0", "data.batch_size=8", "train.checkpoint_every=2"])
-s = loop.train(exp, sys.argv[3], sys.argv[4], progress=False)
-print(json.dumps({"devices": jax.device_count(), "loss": s["loss"]}))
-"""
-
-
 def test_a_step_on_8_devices_equals_the_step_on_1(store, tmp_path):
     out = {}
     for n in (1, 8):
-        run = subprocess.run([sys.executable, "-c", DEVICES, str(n), str(TINY), str(store), str(tmp_path / f"d{n}")],
-                             capture_output=True, text=True, cwd=ROOT, timeout=300)
-        assert run.returncode == 0, run.stderr[-3000:]
-        out[n] = json.loads(run.stdout.strip().splitlines()[-1])
+        out[n] = run_on_devices(n, "train", TINY, store, tmp_path / f"d{n}")
         assert out[n]["devices"] == n
     np.testing.assert_allclose(out[8]["loss"], out[1]["loss"], rtol=1e-5)
     one = [r["loss"] for r in records(tmp_path / "d1")]

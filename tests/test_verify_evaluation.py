@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import canonical_dataset, write_zarr
+from helpers import canonical_dataset, write_zarr
 from weatherens import cli, grid
 from weatherens.verify import evaluation
 from weatherens.verify import io as verify_io
@@ -178,6 +178,7 @@ def test_exchangeable_ensemble_has_debiased_ssr_near_one(tmp_path):
     np.testing.assert_allclose(hist, 1 / 5, atol=0.02)
 
 
+@pytest.mark.slow
 def test_cli_verify_writes_scores_and_plots(stores, capsys):
     truth, fcst, tpath, fpath, root = stores
     worse = make_forecast(truth, slice(0, 8), members=5, noise=3.0, seed=1)
@@ -193,6 +194,7 @@ def test_cli_verify_writes_scores_and_plots(stores, capsys):
     assert any(p.startswith("skill_") for p in pngs) and any(p.startswith("scorecard_") for p in pngs)
 
 
+@pytest.mark.slow
 def test_scores_do_not_depend_on_the_block_size(stores, monkeypatch):
     """Small blocks (one init x half the rows; two members per spectrum task) give the same scores,
     rank histograms included (geopotential has ties in float32)."""
@@ -209,6 +211,7 @@ def test_scores_do_not_depend_on_the_block_size(stores, monkeypatch):
         np.testing.assert_allclose(tiny[v].values, whole[v].values, rtol=1e-10, atol=1e-12, err_msg=v)
 
 
+@pytest.mark.slow
 def test_runs_on_a_dask_distributed_cluster(stores):
     distributed = pytest.importorskip("distributed")
     truth, fcst, tpath, fpath, _ = stores

@@ -177,12 +177,12 @@ def test_sh_spectrum_dims_units_and_wavelength():
 # ---- real ERA5 samples --------------------------------------------------------------------
 
 
-def test_real_era5_one_degree_t2m_spectra(shared_era5):
+def test_real_era5_one_degree_t2m_spectra(era5_samples):
     """1 deg ERA5 2 m temperature (181 x 360 with pole rows) through both spectra: finite, pole rows zero,
     power falling with wavenumber. Contains modified Copernicus Climate Change Service information 2026."""
     from weatherens.data import era5
 
-    t2m = era5.open(shared_era5 / "era5_global_1deg_7day_surface.zarr", ["t2m"])["2m_temperature"]
+    t2m = era5.open(era5_samples / "era5_global_1deg_7day_surface.zarr", ["t2m"])["2m_temperature"]
     t2m = t2m.isel(time=slice(0, 4)).load()
 
     zonal = spectra.zonal_energy_spectrum(t2m)
@@ -204,12 +204,12 @@ def test_real_era5_one_degree_t2m_spectra(shared_era5):
             < 1e-3 * sh.sel(total_wavenumber=slice(1, 10)).max("total_wavenumber")).all()
 
 
-def test_real_era5_tl31_z500_sh_spectrum(shared_era5):
+def test_real_era5_tl31_z500_sh_spectrum(era5_samples):
     """TL31 ERA5 geopotential at 500 hPa (64 x 32 Gaussian latitudes): the SH spectrum falls steeply from
     the planetary scales to l = 31. Contains modified Copernicus Climate Change Service information 2026."""
     from weatherens.data import era5
 
-    z500 = era5.open(shared_era5 / "era5_tl31_19590102T00.nc", ["z"], levels=[500])["geopotential"].load()
+    z500 = era5.open(era5_samples / "era5_tl31_19590102T00.nc", ["z"], levels=[500])["geopotential"].load()
     np.testing.assert_allclose(z500.latitude, sph.gaussian_latitudes(32)[0], atol=1e-9)
     spec = spectra.sh_power_spectrum(z500).squeeze()
     assert spec.sizes["total_wavenumber"] == 32 and spec.attrs["units"] == "(m**2 s**-2)**2"

@@ -26,6 +26,8 @@ from weatherens.data import names
 from weatherens.world import model as world
 from weatherens.world import store as world_store
 
+pytestmark = pytest.mark.slow  # builds worlds
+
 CFG = WorldConfig(
     years=2 / 365,  # 8 archived times
     seed=3,

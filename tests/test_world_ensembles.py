@@ -23,6 +23,8 @@ from weatherens.world import model as world
 from weatherens.world import model_error
 from weatherens.world import store as world_store
 
+pytestmark = pytest.mark.slow  # builds a world and runs physics ensembles
+
 CFG = WorldConfig(years=6 / 365, seed=11, resolution="T21", layers=8, timestep_minutes=60.0, spinup_days=70.0,
                   start="2001-03-01", state_every_days=1.0)
 INIT = np.datetime64("2001-03-02T00", "ns")  # the second saved state

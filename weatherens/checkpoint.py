@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from weatherens import config
@@ -66,8 +69,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def save(mngr: ocp.CheckpointManager, params, opt_state, step, predictor: Predictor, exp: config.Experiment,
-         provenance: dict, static_names=()) -> None:
+def save(mngr: ocp.CheckpointManager, params: nnx.State, opt_state: optax.OptState, step: int | jax.Array,
+         predictor: Predictor, exp: config.Experiment, provenance: dict[str, Any],
+         static_names: Sequence[str] = ()) -> None:
     """Write a checkpoint for optimizer step `step` (blocking: it is complete when this returns).
 
     Call it on every process: process 0 writes, and all wait until it is complete."""
@@ -95,11 +99,11 @@ def _to_host(tree):
                         tree)
 
 
-def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict:
+def read_meta(mngr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
     return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
 
 
-def predictor_from(meta: dict, arrays: dict) -> Predictor:
+def predictor_from(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Predictor:
     # The demo section says how the training run's demo was scored, not what the model is; checkpoints
     # keep the demo settings of the version that wrote them.
     exp = config.from_dict({k: v for k, v in meta["config"].items() if k != "demo"}, "checkpoint config")
@@ -120,8 +124,10 @@ def _place(tree, sharding):
 
 
 def restore_training(mngr: ocp.CheckpointManager, predictor: Predictor, optimizer: optax.GradientTransformation,
-                     step: int | None = None, sharding=None):
-    """(params, opt_state, step) of a checkpoint (default the latest), laid out with `sharding`."""
+                     step: int | None = None, sharding: jax.sharding.Sharding | None = None
+                     ) -> tuple[nnx.State, optax.OptState, jax.Array | np.ndarray]:
+    """(params, opt_state, step) of a checkpoint (default the latest), laid out with `sharding` (host
+    numpy arrays without one)."""
     step = mngr.latest_step() if step is None else step
     abstract_params = jax.eval_shape(lambda: predictor.init_params(jax.random.key(0)))
     abstract_opt = {"opt_state": jax.eval_shape(optimizer.init, abstract_params),
@@ -153,13 +159,13 @@ def _open_read_only(path: str | Path, step: int | None) -> tuple[ocp.CheckpointM
     return mngr, step
 
 
-def load_meta(path: str | Path, step: int | None = None) -> dict:
+def load_meta(path: str | Path, step: int | None = None) -> dict[str, Any]:
     """The meta item (config, channels, provenance, step, ...) of a checkpoint, without its arrays."""
     mngr, step = _open_read_only(path, step)
     return read_meta(mngr, step)
 
 
-def load_for_inference(path: str | Path, step: int | None = None):
+def load_for_inference(path: str | Path, step: int | None = None) -> tuple[Predictor, nnx.State, dict[str, Any]]:
     """(predictor, params, meta) from a training workdir (or its checkpoints/ folder) alone."""
     mngr, step = _open_read_only(path, step)
     got = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore(), arrays=ocp.args.StandardRestore()))

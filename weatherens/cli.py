@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from weatherens import config as config_mod
@@ -26,7 +27,7 @@ def _add_config_args(p: argparse.ArgumentParser,
     )
 
 
-def _load_config(args: argparse.Namespace, extra: list[str] = ()) -> config_mod.Experiment:
+def _load_config(args: argparse.Namespace, extra: Sequence[str] = ()) -> config_mod.Experiment:
     return config_mod.load(args.config, list(args.overrides) + list(extra))
 
 
@@ -337,7 +338,7 @@ def _logging(verbose: bool) -> None:
     if not any(getattr(h, "_weatherens", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("weatherens %(message)s"))
-        handler._weatherens = True
+        setattr(handler, "_weatherens", True)  # marks ours (not a Handler attribute)
         logger.addHandler(handler)
 
 

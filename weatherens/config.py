@@ -14,7 +14,7 @@ import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -230,11 +230,12 @@ class Experiment:
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
+        cls = cast(type, hint)  # a dataclass hint is a class
+        if isinstance(value, cls):
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(hint, value, where)
+        return _build(cls, value, where)
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             value = [value]

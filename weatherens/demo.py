@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -34,9 +35,21 @@ from weatherens.data.names import MEMBER_DIM
 from weatherens.errors import InputError, WeatherensError
 from weatherens.world import store as world_store
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs"
-SHIPPED = ROOT / "checkpoints"
+
+
+def shipped_folder(name: str) -> Path:
+    """The folder `name` ('configs' or 'checkpoints') that weatherens ships: the checkout's, beside
+    pyproject.toml (a source tree or an editable install), else the copy inside the installed package
+    (a wheel holds them as weatherens/configs and weatherens/checkpoints; see pyproject.toml)."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name
+    return package / name
+
+
+CONFIGS = shipped_folder("configs")
+SHIPPED = shipped_folder("checkpoints")
 NAMES = ("weatherens", *config.BASELINES)
 SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None))
 # Scored at every level (the time budget: `weatherens verify` of the forecasts in RUN_DIR/forecasts
@@ -51,7 +64,7 @@ def experiment(quick: bool, path: Path | None = None, overrides: tuple[str, ...]
     """The demo's experiment: configs/small.yaml (default world), configs/tiny.yaml for --quick, or `path`."""
     path = Path(path) if path is not None else CONFIGS / ("tiny.yaml" if quick else "small.yaml")
     if not path.exists():
-        raise FileNotFoundError(f"{path}: the demo's config is missing (run from a weatherens checkout)")
+        raise InputError(f"{path}: no such config file")
     return config.load(path, overrides)  # checks demo.baselines against config.BASELINES
 
 
@@ -85,12 +98,13 @@ def _span(r: dict) -> tuple[np.datetime64, np.datetime64]:
     """[start, stop) of an inclusive TimeRange dict; an end given to the day (or hour) covers that whole day
     (hour), as xarray's partial-string slicing does."""
     end = np.datetime64(r["end"])
-    return np.datetime64(r["start"], "ns"), (end + np.timedelta64(1, np.datetime_data(end.dtype)[0])).astype("M8[ns]")
+    unit: Any = np.datetime_data(end.dtype)[0]  # numpy's stubs want a literal unit
+    return np.datetime64(r["start"], "ns"), (end + np.timedelta64(1, unit)).astype("M8[ns]")
 
 
 def _overlap(a: dict, b: dict) -> bool:
     (a0, a1), (b0, b1) = _span(a), _span(b)
-    return a0 < b1 and b0 < a1
+    return bool(a0 < b1 and b0 < a1)
 
 
 def checkpoint_misfit(trained: dict, exp: config.Experiment) -> str | None:
@@ -168,8 +182,8 @@ def make_forecast(name: str, exp: config.Experiment, world: Path, ckpt: Path, in
     from weatherens.world import ensembles
 
     d = exp.demo
-    common = dict(variables=exp.data.variables, levels=exp.data.levels, timestep_hours=exp.data.timestep_hours,
-                  progress=progress)
+    common: dict[str, Any] = dict(variables=exp.data.variables, levels=exp.data.levels,
+                                  timestep_hours=exp.data.timestep_hours, progress=progress)
     if name == "weatherens":
         return forecast.forecast([ckpt], str(world), inits, d.members, d.lead_hours, path,
                                  perturbation=d.perturbation, progress=progress)

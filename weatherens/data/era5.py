@@ -169,11 +169,11 @@ def _select(
         ds = ds[wanted]
     if levels is not None and "level" in ds.dims:
         have = ds["level"].values
-        missing = [lev for lev in levels if not np.isin(lev, have)]
-        if missing:
+        absent = [lev for lev in levels if not np.isin(lev, have)]
+        if absent:
             leveled = ", ".join(sorted(str(v) for v in ds.data_vars if "level" in ds[v].dims))
             shown = ", ".join(f"{h:g}" for h in have)
-            raise DataError(f"{store}: {leveled}: level(s) {', '.join(f'{m:g}' for m in missing)} not in store (has {shown})")
+            raise DataError(f"{store}: {leveled}: level(s) {', '.join(f'{m:g}' for m in absent)} not in store (has {shown})")
         ds = ds.sel(level=np.asarray(levels, dtype=have.dtype))
     if time is not None:
         if "time" not in ds.dims:

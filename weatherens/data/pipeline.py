@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import xarray as xr
@@ -78,7 +78,7 @@ def _as_channels(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
 
-def read_states(ds: xr.Dataset, variables: tuple[str, ...], times) -> np.ndarray:
+def read_states(ds: xr.Dataset, variables: Sequence[str], times) -> np.ndarray:
     """States (T, C, lat, lon) float32 at the given times, channels in `channel_names` order.
 
     Raises DataError naming the store when a time is missing or a value is not finite."""

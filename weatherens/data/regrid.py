@@ -22,6 +22,9 @@ of half height, which the edges above handle.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import TypeVar
+
 import numpy as np
 import xarray as xr
 
@@ -29,6 +32,7 @@ from weatherens import grid
 
 LAT, LON = "latitude", "longitude"
 _EDGE_TOL_DEG = 1e-9  # overlaps thinner than this are rounding slivers of coincident edges
+_XarrayT = TypeVar("_XarrayT", xr.Dataset, xr.DataArray)
 
 
 def _check_ascending(values: np.ndarray, name: str, what: str) -> None:
@@ -143,11 +147,11 @@ def _regrid_array(
 
 
 def conservative(
-    obj: xr.Dataset | xr.DataArray,
+    obj: _XarrayT,
     lat_out: np.ndarray,
     lon_out: np.ndarray,
     skipna: bool = False,
-) -> xr.Dataset | xr.DataArray:
+) -> _XarrayT:
     """Conservatively regrid every variable with (latitude, longitude) dims to a coarser grid.
 
     Args:
@@ -199,7 +203,7 @@ def conservative(
             raise ValueError(f"regrid: {name} has only one of latitude/longitude (dims {da.dims})")
         else:
             out_vars[name] = da
-    new = {LAT: lat_coord, LON: lon_coord}
+    new: dict[Hashable, xr.DataArray] = {LAT: lat_coord, LON: lon_coord}
     coords = {  # input order kept; coordinates on the old horizontal grid other than lat/lon dropped
         k: new.get(k, v) for k, v in obj.coords.items() if k in new or not {LAT, LON} & set(v.dims)
     }
@@ -208,8 +212,6 @@ def conservative(
     return out
 
 
-def to_equiangular(
-    obj: xr.Dataset | xr.DataArray, nlat: int = 32, nlon: int = 64, skipna: bool = False
-) -> xr.Dataset | xr.DataArray:
+def to_equiangular(obj: _XarrayT, nlat: int = 32, nlon: int = 64, skipna: bool = False) -> _XarrayT:
     """Regrid to WeatherBench 2's equiangular grid without poles (default 64 x 32, 5.625 deg)."""
     return conservative(obj, grid.equiangular_latitudes(nlat), grid.longitudes(nlon), skipna=skipna)

@@ -37,6 +37,7 @@ import datetime
 import logging
 import os
 from pathlib import Path
+from typing import cast
 
 import dask
 import dask.array as dsa
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 def _spatial_variables(ds: xr.Dataset) -> list[str]:
-    names = [n for n, v in ds.data_vars.items() if {"latitude", "longitude"} <= set(v.dims)]
+    names = cast("list[str]", [n for n, v in ds.data_vars.items() if {"latitude", "longitude"} <= set(v.dims)])
     for n in names:
         extra = set(ds[n].dims) - {"time", "level", "latitude", "longitude"}
         if extra:
@@ -164,7 +165,8 @@ def compute(ds: xr.Dataset, timestep_hours: int = 6) -> xr.Dataset:
         raise ValueError(f"stats: {ds.attrs.get('source', 'dataset')} has no (latitude, longitude) variables")
     weights = grid.latitude_weights(ds["latitude"].values)
     pairs = _time_pairs(ds["time"].values, timestep_hours) if "time" in ds.dims else None
-    todo, residual_todo = [], []
+    todo: list[dsa.Array] = []
+    residual_todo: list[dsa.Array | None] = []
     for name in names:
         v = ds[name].transpose(*[d for d in ("time", "level", "latitude", "longitude") if d in ds[name].dims])
         if "time" not in v.dims:
@@ -176,6 +178,7 @@ def compute(ds: xr.Dataset, timestep_hours: int = 6) -> xr.Dataset:
         todo.append(_summaries(arr, weights))
         if "time" in ds[name].dims:
             x64 = arr.astype(np.float64)
+            assert pairs is not None  # the dataset has a time axis
             residual_todo.append(_summaries(x64[pairs[1]] - x64[pairs[0]], weights))
         else:
             residual_todo.append(None)
@@ -218,7 +221,7 @@ def per_channel(stats: xr.Dataset, channels: tuple[str, ...]) -> dict[str, np.nd
     for i, name in enumerate(channels):
         var, level = names.parse_channel(name)
         if var not in stats:
-            raise KeyError(f"normalization statistics have no {var!r} (have {sorted(stats.data_vars)})")
+            raise KeyError(f"normalization statistics have no {var!r} (have {sorted(map(str, stats.data_vars))})")
         da = stats[var].sel(level=level) if level is not None else stats[var]
         for s in STATISTICS:
             out[s][i] = float(da.sel(statistic=s))

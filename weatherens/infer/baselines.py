@@ -64,7 +64,9 @@ def persistence(store: str, init_times: np.ndarray, lead_hours: int, out: str | 
         x0 = read_states(ds, variables, [np.datetime64(init_times[i], "ns")])[0]
         writer.write(i, slice(None), slice(0, 1), np.broadcast_to(x0, (len(leads), 1) + x0.shape))
         writer.mark_complete(i)
-    return writer.finish()
+    written = writer.finish()
+    assert written is not None  # every init is complete
+    return written
 
 
 def climatology_times(train_times: np.ndarray, t0, lead_max: np.timedelta64, members: int, seed: int,
@@ -116,4 +118,6 @@ def climatology(store: str, init_times: np.ndarray, members: int, lead_hours: in
             states = states.reshape((len(taus), len(leads)) + states.shape[1:]).swapaxes(0, 1)
             writer.write(i, slice(None), slice(j, j + len(taus)), states)
         writer.mark_complete(i)
-    return writer.finish()
+    written = writer.finish()
+    assert written is not None  # every init is complete
+    return written

@@ -11,7 +11,7 @@ grow with lead time. More members than fit go in several member chunks, one afte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -63,8 +63,8 @@ class EnsembleRunner:
 
         return jax.vmap(member)(carry, keys)
 
-    def rollout(self, x_prev: np.ndarray, x_now: np.ndarray, forcings: np.ndarray, keys: jax.Array, steps: int,
-                perturb: Callable[[jax.Array], jax.Array] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def rollout(self, x_prev: np.ndarray, x_now: np.ndarray, forcings: np.ndarray | jax.Array, keys: jax.Array,
+                steps: int, perturb: jax.Array | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yields (first lead index, states (n, M, C, lat, lon) float32) for consecutive lead chunks.
 
         x_prev, x_now: (C, lat, lon) the initial states at t0 - dt and t0 (physical units);

@@ -19,6 +19,7 @@ import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import dask.array as dsa
 import numpy as np
@@ -63,7 +64,7 @@ class ForecastWriter:
     """
 
     def __init__(self, path: str | Path, channels: Sequence[str], inits, leads, members: int, lat, lon,
-                 member_coords: Mapping[str, Sequence] | None = None, attrs: Mapping | None = None,
+                 member_coords: Mapping[str, Sequence | np.ndarray] | None = None, attrs: Mapping | None = None,
                  variable_attrs: Mapping[str, Mapping] | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
@@ -100,7 +101,7 @@ class ForecastWriter:
         data = {}
         for variable, pairs in self.variables.items():
             has_level = pairs[0][1] is not None
-            if has_level and [lev for _, lev in pairs] != sorted(lev for _, lev in pairs):
+            if has_level and [lev for _, lev in pairs] != sorted(cast("list[int]", [lev for _, lev in pairs])):
                 raise ValueError(f"{variable}: channel levels {[lev for _, lev in pairs]} are not ascending")
             shape = (t, nl, m) + ((len(pairs),) if has_level else ()) + (len(lat), len(lon))
             chunks = (1, 1, mc) + shape[3:]
@@ -109,8 +110,8 @@ class ForecastWriter:
                               self.variable_attrs[variable])
         data["init_complete"] = (("time",), dsa.zeros((t,), dtype=np.int8, chunks=(t,)),
                                  {"long_name": "1 when every field of this initialisation is written"})
-        coords = {"time": self.inits, LEAD: self.leads, MEMBER: np.arange(m),
-                  "latitude": np.asarray(lat, np.float64), "longitude": np.asarray(lon, np.float64)}
+        coords: dict[str, Any] = {"time": self.inits, LEAD: self.leads, MEMBER: np.arange(m),
+                                  "latitude": np.asarray(lat, np.float64), "longitude": np.asarray(lon, np.float64)}
         if levels:
             coords["level"] = ("level", np.asarray(levels, np.int64), {"units": "hPa", "long_name": "pressure level"})
         for name, values in member_coords.items():
@@ -120,19 +121,23 @@ class ForecastWriter:
         ds["longitude"].attrs.update(units="degrees_east", long_name="longitude")
         ds.to_zarr(self.partial, mode="w", compute=False, zarr_format=3, consolidated=False)
 
+    def _array(self, name: str) -> zarr.Array:
+        """The store's array `name` (zarr types a member as array or group)."""
+        return cast(zarr.Array, self.group[name])
+
     def completed(self) -> np.ndarray:
         """Indices of the inits already whole."""
-        return np.flatnonzero(self.group["init_complete"][:] == 1)
+        return np.flatnonzero(self._array("init_complete")[:] == 1)
 
     def write(self, init_index: int, lead_slice: slice, member_slice: slice, states: np.ndarray) -> None:
         """states (leads in slice, members in slice, C, lat, lon) in physical units, channel order."""
         for variable, pairs in self.variables.items():
             idx = [i for i, _ in pairs]
             block = states[:, :, idx] if pairs[0][1] is not None else states[:, :, idx[0]]
-            self.group[variable][init_index, lead_slice, member_slice] = block.astype(np.float32)
+            self._array(variable)[init_index, lead_slice, member_slice] = block.astype(np.float32)
 
     def mark_complete(self, init_index: int) -> None:
-        self.group["init_complete"][init_index] = 1
+        self._array("init_complete")[init_index] = 1
 
     def finish(self) -> Path | None:
         """Rename to the final path when every init is whole; returns it (None while incomplete)."""

@@ -41,13 +41,13 @@ def hemispheric_rescale(delta: jax.Array, predictor: Predictor, amplitude: float
     z2 = jnp.square(delta / predictor.std).mean(axis=-3)  # (..., lat, lon)
     scale_n = amplitude / jnp.sqrt(grid.area_mean(z2, lat, north))
     scale_s = amplitude / jnp.sqrt(grid.area_mean(z2, lat, ~north))
-    north = jnp.asarray(north)[:, None]
-    scale = jnp.where(north, scale_n[..., None, None], scale_s[..., None, None])
+    north_rows = jnp.asarray(north)[:, None]
+    scale = jnp.where(north_rows, scale_n[..., None, None], scale_s[..., None, None])
     return delta * scale[..., None, :, :]
 
 
-def bred_vectors(predictor: Predictor, params, history: np.ndarray, forcings: np.ndarray, keys: jax.Array,
-                 amplitude: float) -> jax.Array:
+def bred_vectors(predictor: Predictor, params, history: np.ndarray | jax.Array, forcings: np.ndarray | jax.Array,
+                 keys: jax.Array, amplitude: float) -> jax.Array:
     """(M, C, lat, lon) +/- pairs of bred vectors valid at t0.
 
     history: (cycles + 2, C, lat, lon) states at t0 - (cycles + 1) dt ... t0; forcings: the same times

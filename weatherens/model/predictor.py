@@ -16,6 +16,7 @@ its methods are pure functions of explicit parameters, states and PRNG keys, for
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -86,9 +87,9 @@ class Predictor:
         """Fresh network parameters from `key`."""
         return nnx.split(self._network(key))[1]
 
-    def normalize(self, x: jax.Array) -> jax.Array:
+    def normalize(self, x: jax.Array | np.ndarray) -> jax.Array:
         """(..., C, lat, lon) physical -> standardised."""
-        return (x - self.mean) / self.std
+        return cast(jax.Array, (x - self.mean) / self.std)  # jax arrays: the statistics are
 
     def initial_noise(self, member_key: jax.Array) -> jax.Array:
         """The noise-field state of a member before its first step; shape (0,) without noise fields."""

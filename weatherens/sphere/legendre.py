@@ -89,8 +89,8 @@ def legendre_functions(lat: np.ndarray, lmax: int, mmax: int | None = None) -> n
     p[0, 0] = 1.0
     if mmax >= 1:
         p[1, 1] = np.sqrt(1.5) * u
-    for m in range(2, mmax + 1):
-        p[m, m] = np.sqrt((2 * m + 1) / (2 * m)) * u * p[m - 1, m - 1]
+    for mm in range(2, mmax + 1):
+        p[mm, mm] = np.sqrt((2 * mm + 1) / (2 * mm)) * u * p[mm - 1, mm - 1]
     for k in range(1, lmax + 1):  # walk the diagonals l = m + k, vectorised over m
         m = np.arange(min(mmax, lmax - k) + 1)
         l = m + k

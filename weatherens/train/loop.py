@@ -20,6 +20,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -112,7 +113,7 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
                   "statistics": str(workdir / "stats.nc"), "statistics_source": table.attrs.get("source", "")}
     if mngr.latest_step() is not None:
         params, opt_state, step0 = checkpoint.restore_training(mngr, predictor, optimizer, sharding=replicated)
-        state = train_step_lib.TrainState(params, opt_state, step0)
+        state = train_step_lib.TrainState(params, opt_state, cast(jax.Array, step0))  # placed: a jax.Array
         logger.warning("train: resuming from the checkpoint at step %d", int(step0))
     else:
         state = jax.device_put(train_step_lib.init_state(predictor, optimizer, cfg.seed), replicated)
@@ -127,7 +128,7 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not progress or jax.process_index())
     wait_s = busy_s = compile_s = 0.0
     timed = 0
-    last = {}
+    last: dict[str, Any] = {}
     s = start
     while s < cfg.steps:
         k = rollout_length(exp, s)
@@ -156,6 +157,7 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
                 log.write({"kind": "train", **last, "rollout": k, "data_wait_share": wait_s / max(wait_s + busy_s, 1e-9),
                            "crps": _per_variable(predictor.channels, metrics["crps"])})
             if cfg.validate_every and (s % cfg.validate_every == 0 or s == cfg.steps):
+                assert val_sampler is not None  # made when cfg.validate_every
                 last["validation"] = validate(val_sampler, cfg.validation_batches, eval_fn, state.params,
                                               predictor, batched)
                 log.write({"kind": "validation", "step": s, **last["validation"]})
@@ -184,7 +186,8 @@ def validate(sampler: Sampler, batches: int, eval_fn, params, predictor: Predict
     as the reference, the CRPS of persistence (its absolute error) on the same samples. With several
     processes, the persistence reference is this process's slice only."""
     n = max(1, min(batches, len(sampler)))
-    totals, loss, persistence = 0.0, 0.0, 0.0
+    totals: float | np.ndarray = 0.0
+    loss, persistence = 0.0, 0.0
     for i in range(n):
         b = sampler.batch(i)
         arrays = sharding.global_batch({"inputs": b.inputs, "forcings": b.forcings, "targets": b.targets}, batched)

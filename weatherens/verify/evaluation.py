@@ -24,10 +24,12 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import dask
 import numpy as np
 from dask.callbacks import Callback
+from dask.delayed import Delayed
 import xarray as xr
 from tqdm import tqdm
 
@@ -143,11 +145,11 @@ def _inits(x, time: tuple[int, int]):
     return x.isel(time=slice(*time)) if isinstance(x, xr.DataArray) and "time" in x.dims else x
 
 
-def _group_tasks(group_index, f, t, clim, thresholds, w, seed, with_spectra) -> list[tuple[tuple, object]]:
+def _group_tasks(group_index, f, t, clim, thresholds, w, seed, with_spectra) -> list[tuple[tuple, Delayed]]:
     """(tag, dask.delayed) pairs for one group of leads (f and t carry the lead dim): pointwise
     blocks, then spectrum blocks per source. The ranks' tie-breaking draws are keyed on the points'
     coordinates, lead included (`metrics.ranks`), so they do not depend on the grouping."""
-    tasks = []
+    tasks: list[tuple[tuple, Delayed]] = []
     n_time, n_lat = f.sizes["time"], f.sizes["latitude"]
     per_time, per_lat = _pointwise_block_shape(f)
     score_block = dask.delayed(partial_scores.pointwise_parts, pure=True)
@@ -193,7 +195,7 @@ class _TaskBar(Callback):
             self.bar.update()
 
 
-def _compute(tasks: list[tuple[tuple, object]], bar) -> list[tuple[tuple, object]]:
+def _compute(tasks: list[tuple[tuple, Delayed]], bar) -> list[tuple[tuple, object]]:
     """Run the tasks (on the active dask.distributed client if any), advancing the bar per task."""
     delayed = [d for _, d in tasks]
     bar.total = (bar.total or 0) + len(delayed)
@@ -217,7 +219,8 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
     means summed over latitude blocks, then means over init times (RMSE and spread: square root
     after); rank counts pooled over inits and space; mean spectra."""
     by_time: dict[int, dict] = {}
-    counts, spectra_parts = None, {}
+    counts = None
+    spectra_parts: dict[str, list[dict]] = {}
     for tag, part in results:
         if tag[1] == "pointwise":
             rank_counts = part.pop("rank_counts")
@@ -238,6 +241,7 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
     else:
         metric["rmse"] = np.sqrt(means["mse"])
     metric.update({k: v for k, v in means.items() if k.startswith("brier")})
+    assert counts is not None  # by_time has a block, so counts has its rank counts
     out = {"metric": metric, "rank_histogram": (counts / counts.sum("rank")).transpose("region", ..., "rank"),
            "per_init": xr.concat([per_init[k] for k in PER_INIT_METRICS if k in per_init], dim="score").assign_coords(
                score=[k for k in PER_INIT_METRICS if k in per_init])}
@@ -262,6 +266,7 @@ def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.Da
     inits, leads = f_all["time"].values, f_all[io.LEAD].values
     valid = np.intersect1d((inits[:, None] + leads[None, :]).ravel(), t_all["time"].values)
     t_span = t_all.sel(time=valid)
+    clim_v: xr.DataArray | None
     if climatology is not None:
         clim_v = io.match_grid(climatology, f_all, "climatology")
     else:
@@ -280,6 +285,7 @@ def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.Da
     tasks, groups = [], []
     for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all))):
         idx, have = [i for i, _, _ in group], group[0][2]
+        assert clim_v is not None  # a group has truth, so valid.size > 0
         lead_coord = {io.LEAD: leads[idx]}
         f = f_all.isel({io.LEAD: idx, "time": np.flatnonzero(have)})
         t = xr.concat([t for _, t, _ in group], dim=io.LEAD).assign_coords(lead_coord).transpose("time", io.LEAD, ...)
@@ -380,9 +386,9 @@ def _assemble(v, f_all, per_lead, leads, n_init, inits) -> dict[str, xr.DataArra
         by_metric = []
         for m in names:
             items = [None if p is None or m not in p["metric"] else p["metric"][m] for p in per_lead]
-            by_metric.append(_stack(items, leads, "lead_time"))
+            by_metric.append(cast(xr.DataArray, _stack(items, leads, "lead_time")))  # m is some lead's: not None
         da = xr.concat(by_metric, dim="metric").assign_coords(metric=names)
-        order = [d for d in ("metric", "lead_time", "region", "level") if d in da.dims]
+        order: list[str] = [d for d in ("metric", "lead_time", "region", "level") if d in da.dims]
         out[v] = da.transpose(*order).assign_attrs(units=units)
     for key in ("rank_histogram", "sh_spectrum", "zonal_spectrum"):
         stacked = _stack([None if p is None else p.get(key) for p in per_lead], leads, "lead_time")

@@ -9,6 +9,7 @@ dim is a one-member ensemble. The truth is anything `data.open` opens (ERA5, the
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 _CHUNK_BYTES = 128 * 2**20  # dask chunk target for member x space blocks
 
 
-def open_forecast(path: str | Path, variables=None) -> xr.Dataset:
+def open_forecast(path: str | Path, variables: Sequence[str] | None = None) -> xr.Dataset:
     """A WB2-format forecast in canonical form, dask-chunked by (init, lead) with all members together.
 
     Raises DataError naming the store when the lead dim is missing or not a time span.
@@ -52,7 +53,7 @@ def open_forecast(path: str | Path, variables=None) -> xr.Dataset:
     return ds.chunk({"time": 1, LEAD: 1, MEMBER: -1, "latitude": lat_chunk, "longitude": -1})
 
 
-def open_truth(path: str | Path, variables=None) -> xr.Dataset:
+def open_truth(path: str | Path, variables: Sequence[str] | None = None) -> xr.Dataset:
     """The truth in canonical form, dask-chunked one time step at a time."""
     return era5.open(path, variables).chunk({"time": 1})
 

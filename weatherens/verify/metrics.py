@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import zlib
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import xarray as xr
@@ -131,7 +131,8 @@ class SpreadSkill(NamedTuple):
     ssr_debiased: object
 
 
-def spread_skill(spread_mse, skill_mse, members: int) -> SpreadSkill:
+def spread_skill(spread_mse: float | np.ndarray | xr.DataArray, skill_mse: float | np.ndarray | xr.DataArray,
+                 members: int) -> SpreadSkill:
     """Spread, skill and spread-skill ratios from already-averaged variance and squared error.
 
     `spread_mse` is the mean (area-weighted over space, then over init times) of
@@ -173,7 +174,8 @@ def _brier(block, scratch, y, threshold, *, debiased):
 
 
 def brier_score(
-    forecast: xr.DataArray, truth: xr.DataArray, threshold, member_dim: str = MEMBER, debiased: bool = False
+    forecast: xr.DataArray, truth: xr.DataArray, threshold: float | xr.DataArray, member_dim: str = MEMBER,
+    debiased: bool = False,
 ) -> xr.DataArray:
     """Brier score of the event "value > threshold" at every point.
 
@@ -254,7 +256,8 @@ def ranks(forecast: xr.DataArray, truth: xr.DataArray, member_dim: str = MEMBER,
 
 
 def rank_histogram(
-    ranks: xr.DataArray, members: int, weights=None, dims: Sequence[str] | None = None, normalize: bool = True
+    ranks: xr.DataArray, members: int, weights: np.ndarray | xr.DataArray | None = None,
+    dims: Sequence[str] | None = None, normalize: bool = True,
 ) -> xr.DataArray:
     """Relative frequency of each rank 0..M (dim `rank`, M + 1 bins) over `dims` (default: all).
 
@@ -266,7 +269,7 @@ def rank_histogram(
     `normalize=False` the weighted counts sum_p w_p 1[rank_p = r] instead (to add up over blocks). numpy input:
     one weighted bincount; dask input: a lazy one-hot sum (chunk x (M + 1) booleans per task).
     """
-    dims = list(ranks.dims if dims is None else dims)
+    dims = list(cast("tuple[str, ...]", ranks.dims) if dims is None else dims)
     if weights is None:
         w = xr.ones_like(ranks, dtype=np.float64)
     else:
@@ -297,7 +300,8 @@ def rank_histogram(
 
 
 def anomaly_correlation(
-    forecast_mean: xr.DataArray, truth: xr.DataArray, climatology, weights, dims: Sequence[str] = SPATIAL_DIMS
+    forecast_mean: xr.DataArray, truth: xr.DataArray, climatology: float | xr.DataArray,
+    weights: np.ndarray | xr.DataArray, dims: Sequence[str] = SPATIAL_DIMS,
 ) -> xr.DataArray:
     """Anomaly correlation coefficient over `dims`, one value per remaining coordinate (e.g. init time).
 

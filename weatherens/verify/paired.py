@@ -31,9 +31,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 from scipy import stats
 
@@ -114,11 +115,12 @@ def _mean_interval(d: np.ndarray, valid: np.ndarray, confidence: float) -> MeanI
         half = stats.t.ppf((1 + confidence) / 2, np.maximum(n_eff - 1, 1.0)) * se  # real degrees of freedom
     out = dict(mean=mean, low=mean - half, high=mean + half, standard_error=se, rho=rho, n=n, n_eff=n_eff)
     if d.ndim == 1:
-        return MeanInterval(**{k: int(v) if k == "n" else float(v) for k, v in out.items()})
+        scalars: dict[str, Any] = {k: int(v) if k == "n" else float(v) for k, v in out.items()}
+        return MeanInterval(**scalars)
     return MeanInterval(**out)
 
 
-def mean_interval(d, confidence: float = 0.95) -> MeanInterval:
+def mean_interval(d: npt.ArrayLike, confidence: float = 0.95) -> MeanInterval:
     """Confidence interval of the mean of d, a (n,) series (or (..., n), one per leading index) ordered in
     time along its last axis at equal spacing (the per-init score differences of two forecasts).
 
@@ -171,7 +173,7 @@ def _ratio_interval(a: np.ndarray, b: np.ndarray, confidence: float) -> RatioInt
     return RatioInterval(ratio, low, high, significant, diff)
 
 
-def ratio_interval(a, b, confidence: float = 0.95) -> RatioInterval:
+def ratio_interval(a: npt.ArrayLike, b: npt.ArrayLike, confidence: float = 0.95) -> RatioInterval:
     """The scorecard ratio mean(a) / mean(b) of two forecasts' per-init scores (n,) (or (..., n)), paired
     by init and ordered in time along the last axis, with the interval of its paired differences.
 
@@ -197,8 +199,8 @@ def default_block(n: int) -> int:
     return max(1, math.ceil(n ** (1 / 3) - 1e-9))
 
 
-def moving_block_bootstrap(statistic: Callable[..., np.ndarray], series: tuple, block: int | None = None,
-                           n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
+def moving_block_bootstrap(statistic: Callable[..., np.ndarray], series: tuple[npt.ArrayLike, ...],
+                           block: int | None = None, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
                            circular: bool = True) -> tuple[float, float]:
     """Percentile interval of statistic(*series) by the moving-block bootstrap, resampling the series jointly.
 
@@ -248,8 +250,8 @@ def _skill_fraction(clim: np.ndarray, ml: np.ndarray, limit: np.ndarray) -> np.n
     return (c - ml.mean(-1)) / (c - limit.mean(-1))
 
 
-def skill_fraction(clim, ml, limit, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0,
-                   block: int | None = None) -> SkillFraction:
+def skill_fraction(clim: npt.ArrayLike, ml: npt.ArrayLike, limit: npt.ArrayLike, confidence: float = 0.95,
+                   n_boot: int = 2000, seed: int = 0, block: int | None = None) -> SkillFraction:
     """How far a forecast goes from climatology towards a limit: (mean(clim) - mean(ml)) / (mean(clim) -
     mean(limit)) of three (n,) per-init score series (e.g. fair CRPS) paired by init, ordered in time.
 

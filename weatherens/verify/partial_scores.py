@@ -16,6 +16,8 @@ sum_lat W[r, lat] * mean_lon(x), the WB2 latitude-weighted mean (`regions.spatia
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import xarray as xr
 
@@ -73,7 +75,9 @@ def spectrum_sums(x: xr.DataArray) -> dict[str, xr.DataArray]:
     """
     reduce = [d for d in ("time", MEMBER) if d in x.dims]
     out = {}
-    for name, spectrum in zip(SPECTRA, (spectra.sh_power_spectrum, spectra.zonal_spectrum_by_band)):
+    spectrum_fns: tuple[Callable[[xr.DataArray], xr.DataArray], ...] = (spectra.sh_power_spectrum,
+                                                                         spectra.zonal_spectrum_by_band)
+    for name, spectrum in zip(SPECTRA, spectrum_fns):
         s = spectrum(x)
         out[name] = s.sum(reduce, skipna=True)
         out[f"{name}_count"] = s.notnull().sum(reduce)

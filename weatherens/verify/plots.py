@@ -33,8 +33,8 @@ from weatherens import grid
 EARTH_CIRCUMFERENCE_KM = 2 * np.pi * grid.EARTH_RADIUS_M / 1000.0
 HIGHER_IS_BETTER = ("acc",)  # scorecard colours flip so that blue is always "better than the baseline"
 MAX_ANNOTATED_CELLS = 300  # scorecards with more cells than this carry no numbers
-LABELS = {"crps_fair": "fair CRPS", "crps": "CRPS", "rmse": "RMSE (spread dashed)",
-          "ssr_debiased": "spread/skill (debiased)", "ssr": "spread/skill"}
+LABELS: dict[str | None, str] = {"crps_fair": "fair CRPS", "crps": "CRPS", "rmse": "RMSE (spread dashed)",
+                                 "ssr_debiased": "spread/skill (debiased)", "ssr": "spread/skill"}
 SKILL_PANELS = ((("crps_fair", "crps"), True), (("rmse",), True), (("ssr_debiased", "ssr"), False))
 SOURCE_STYLES = {"truth": dict(color="k", lw=1.8), "members": dict(color="C0", lw=1.3),
                  "ensemble_mean": dict(color="C1", lw=1.3, ls="--")}
@@ -158,7 +158,7 @@ def skill_figures(scores: ScoresLike, region: str = "global", variables=None) ->
         for level in _union(_levels(ds[var]) for ds in holders):
             fig = Figure(figsize=(13, 3.8), layout="constrained")
             axes = fig.subplots(1, 3)
-            used = [None, None, None]
+            used: list[str | None] = [None, None, None]
             for i, (ds, name) in enumerate(zip(scores, names)):
                 da = _pick(ds[var], region=region, level=level) if var in ds else None
                 if da is None or "level" in da.dims:
@@ -272,8 +272,8 @@ def spectra_figures(scores: ScoresLike, leads=None, level: int | None = None,
                 continue
             levels = _levels(rows[0][2])
             lev = level if level is not None else (500 if 500 in levels else levels[0])
-            rows = [(kind, k, _pick(da, level=lev)) for kind, k, da in rows]
-            rows = [(kind, k, da) for kind, k, da in rows if da is not None]
+            picked = [(kind, k, _pick(da, level=lev)) for kind, k, da in rows]
+            rows = [(kind, k, da) for kind, k, da in picked if da is not None]
             chosen = _pick_leads(rows[0][2], leads) if rows else []
             if not chosen:
                 continue
@@ -328,6 +328,7 @@ def rank_histogram_figures(scores: ScoresLike, leads=None, region: str = "global
                 continue
             for level in _levels(hist):
                 one = _pick(hist, level=level)
+                assert one is not None  # level is one of hist's levels
                 chosen = _pick_leads(one, leads)
                 if not chosen:
                     continue

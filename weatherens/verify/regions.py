@@ -16,7 +16,10 @@ the three regions partition the globe. Either way global is their union.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 from weatherens import grid
@@ -31,13 +34,13 @@ _LAT_BOUNDS = {
 }
 
 
-def region_masks(lat) -> dict[str, np.ndarray]:
+def region_masks(lat: npt.ArrayLike) -> dict[str, np.ndarray]:
     """Boolean masks over latitude, shape (nlat,), for each region, bounds inclusive (see module doc)."""
     lat = np.asarray(lat, dtype=np.float64)
     return {name: (lat >= lo) & (lat <= hi) for name, (lo, hi) in _LAT_BOUNDS.items()}
 
 
-def as_spatial(values, name: str) -> xr.DataArray:
+def as_spatial(values: npt.ArrayLike | xr.DataArray, name: str) -> xr.DataArray:
     """A DataArray over (latitude[, longitude]) from a DataArray or a numpy array.
 
     A 1-D array is taken to be over latitude, a 2-D one over (latitude, longitude).
@@ -53,8 +56,8 @@ def as_spatial(values, name: str) -> xr.DataArray:
 
 def spatial_mean(
     x: xr.DataArray,
-    weights_lat,
-    mask=None,
+    weights_lat: np.ndarray | xr.DataArray,
+    mask: np.ndarray | xr.DataArray | None = None,
     dims: tuple[str, ...] = SPATIAL_DIMS,
     skipna: bool = False,
 ) -> xr.DataArray:
@@ -81,7 +84,7 @@ def spatial_mean(
     return x.astype(np.float64).weighted(w).mean(dims, skipna=skipna)
 
 
-def region_weights(lat: np.ndarray, regions) -> xr.DataArray:
+def region_weights(lat: np.ndarray, regions: Sequence[str]) -> xr.DataArray:
     """W (region, latitude): latitude weights x region mask, each row summing to 1 over all latitudes."""
     w = grid.latitude_weights(np.asarray(lat, dtype=np.float64))
     masks = region_masks(lat)

@@ -10,6 +10,7 @@ fraction).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import xarray as xr
@@ -78,8 +79,8 @@ def skill_fraction_table(scores: dict[str, xr.Dataset], channels: Sequence[tuple
     for variable, level in channels:
         series = [per_init_crps(scores[n], variable, level) for n in (climatology, list(scores)[0], limit)]
         for h in leads_h:
-            at = [s.sel(lead_time=np.timedelta64(h, "h")).values for s in series]
-            out[(channel_label(variable, level), h)] = paired.skill_fraction(*at)
+            clim_at, ml_at, limit_at = (s.sel(lead_time=np.timedelta64(h, "h")).values for s in series)
+            out[(channel_label(variable, level), h)] = paired.skill_fraction(clim_at, ml_at, limit_at)
     return out
 
 
@@ -112,7 +113,8 @@ def scorecard(scores: dict[str, xr.Dataset], channels: Sequence[tuple[str, int |
             continue
         label = channel_label(variable, level)
         for h in leads:
-            cells = [ratio_cell(table.sel(baseline=n, channel=label, lead_time=np.timedelta64(h, "h"))) for n in others]
+            cells = [] if table is None else [
+                ratio_cell(table.sel(baseline=n, channel=label, lead_time=np.timedelta64(h, "h"))) for n in others]
             if fractions:
                 f = fractions[(label, h)]
                 cells.append(f"{f.value:.2f} [{f.low:.2f}, {f.high:.2f}]")
@@ -159,7 +161,7 @@ def spectra_check(scores: xr.Dataset, channels: Sequence[tuple[str, int | None]]
         degrees = s["total_wavenumber"]
         ratio = (s.sel(source="members") / s.sel(source="truth")).where((degrees >= 1) & (degrees <= max_degree),
                                                                         drop=True)
-        worst = np.abs(ratio - 1).max("total_wavenumber").values * 100
+        worst = cast(xr.DataArray, np.abs(ratio - 1)).max("total_wavenumber").values * 100  # a DataArray ufunc
         rows.append(f"{channel_label(variable, level)}: " + ", ".join(
             f"{np.timedelta64(t, 'h').astype(int)} h {w:.0f} %" for t, w in zip(scores["lead_time"].values, worst)))
     return "\n".join(rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ from weatherens.config import WorldConfig
 from weatherens.world import initial_uncertainty
 from weatherens.world import model as world_mod
 
-State = primitive_equations.State
+State: TypeAlias = primitive_equations.State
 
 
 def analysis_state(model: world_mod.TruthModel, fields: xr.Dataset, cfg: WorldConfig,

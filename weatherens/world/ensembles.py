@@ -34,6 +34,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +55,7 @@ from weatherens.world import store as world_store
 
 REFERENCES = ("Held & Suarez 1994, BAMS 75(10), 1825-1830; Leutbecher & Palmer 2008, J. Comput. Phys. 227, "
               "3515-3539; Kochkov et al. 2024, Nature 632, 1060-1066 (dinosaur / NeuralGCM)")
-State = primitive_equations.State
+State: TypeAlias = primitive_equations.State
 
 
 def perfect_model_ensemble(world: str | Path, init_times, members: int, lead_hours: int, out: str | Path, *,

@@ -39,6 +39,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,7 @@ from weatherens.config import TimeRange, WorldConfig
 from weatherens.errors import InputError
 from weatherens.world import model as world_mod
 
-State = primitive_equations.State
+State: TypeAlias = primitive_equations.State
 FIELDS = world_mod.STATE_FIELDS
 
 

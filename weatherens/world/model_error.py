@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ from weatherens.config import TimeRange, WorldConfig
 from weatherens.world import initial_uncertainty
 from weatherens.world import model as world_mod
 
-State = primitive_equations.State
+State: TypeAlias = primitive_equations.State
 FIELDS = world_mod.STATE_FIELDS
 _STREAM = 0x6D6F64  # fold_in tag separating the model-error draws from the initial perturbations
 

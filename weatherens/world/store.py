@@ -27,6 +27,7 @@ import math
 import re
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +95,21 @@ class _Schedule:
         return self.first(chunk + 1) - self.first(chunk)
 
 
+def _group(group: zarr.Group, name: str) -> zarr.Group:
+    """`group[name]`, a subgroup in this store's layout (zarr types a member as array or group)."""
+    return cast(zarr.Group, group[name])
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """`group[name]`, an array in this store's layout (zarr types a member as array or group)."""
+    return cast(zarr.Array, group[name])
+
+
+def _read(group: zarr.Group, name: str, selection: int | slice) -> np.ndarray:
+    """`group[name][selection]`: a numpy array (zarr types a read as any array-like or scalar)."""
+    return cast(np.ndarray, _array(group, name)[selection])
+
+
 def _config_json(cfg: WorldConfig) -> str:
     return json.dumps(config_mod.to_dict(cfg), sort_keys=True)
 
@@ -110,8 +126,9 @@ def world_config(path: str | Path) -> WorldConfig:
     attrs = zarr.open_group(str(path), mode="r").attrs
     if CONFIG_ATTR not in attrs:
         raise InputError(f"{path}: not a weatherens physics world (no {CONFIG_ATTR!r} attribute)")
-    fields = json.loads(attrs[CONFIG_ATTR])
-    return WorldConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    fields = json.loads(cast(str, attrs[CONFIG_ATTR]))
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return WorldConfig(**kwargs)
 
 
 def _check_existing(out: Path, cfg: WorldConfig) -> None:
@@ -121,7 +138,7 @@ def _check_existing(out: Path, cfg: WorldConfig) -> None:
         raise InputError(f"{out}: exists but is not a readable zarr store ({err}); remove it or choose another path") from err
     if not attrs.get(COMPLETE_ATTR):
         raise InputError(f"{out}: exists but is not a complete physics world; remove it to rebuild")
-    diff = _config_diff(attrs.get(CONFIG_ATTR), cfg)
+    diff = _config_diff(cast("str | None", attrs.get(CONFIG_ATTR)), cfg)
     if diff:
         raise InputError(f"{out}: a physics world built with a different config ({diff}); "
                          "remove it or choose another path")
@@ -146,8 +163,8 @@ def _frames_dataset(fields: dict[str, np.ndarray], times: np.ndarray, cfg: World
 def _states_dataset(model: TruthModel, state: primitive_equations.State, time: np.datetime64, sim_time: float) -> xr.Dataset:
     m, l = model.coords.horizontal.modal_axes
     spectral = ("longitudinal_wavenumber", "total_wavenumber")
-    data = {k: (("state_time", "sigma", *spectral), np.asarray(getattr(state, k))[None])
-            for k in ("vorticity", "divergence", "temperature_variation")}
+    data: dict[str, tuple[Any, ...]] = {k: (("state_time", "sigma", *spectral), np.asarray(getattr(state, k))[None])
+                                        for k in ("vorticity", "divergence", "temperature_variation")}
     data["log_surface_pressure"] = (("state_time", "surface", *spectral), np.asarray(state.log_surface_pressure)[None])
     data["sim_time"] = (("state_time",), np.array([sim_time]),
                         {"long_name": "nondimensional model time since the start of the spin-up"})
@@ -240,7 +257,8 @@ def _spin_up(model: TruthModel, cfg: WorldConfig, sched: _Schedule, progress: bo
         for i in range(1, sched.n_spin + 1):
             if coarse is not None and i == n_coarse + 1:
                 state = interpolate_state(state, coarse, model)
-            state = (coarse if i <= n_coarse else model).advance(state)
+            # (n_coarse is 0 without a coarse model)
+            state = (coarse if coarse is not None and i <= n_coarse else model).advance(state)
             if i % 4 == 0 or i == sched.n_spin:  # wait now and then, so the bar shows computed (not queued) days
                 jax.block_until_ready(state)
                 bar.update(bar.total * i / sched.n_spin - bar.n)
@@ -260,7 +278,7 @@ def _resume(partial: Path, cfg: WorldConfig, sched: _Schedule) -> tuple[int, pri
     reason = ""
     try:
         root = zarr.open_group(str(partial), mode="r+", use_consolidated=False)
-        diff = _config_diff(root.attrs.get(CONFIG_ATTR), cfg)
+        diff = _config_diff(cast("str | None", root.attrs.get(CONFIG_ATTR)), cfg)
         if diff:
             reason = f"was started with another config ({diff})"
         elif root.attrs.get(COMPLETE_ATTR):
@@ -271,13 +289,14 @@ def _resume(partial: Path, cfg: WorldConfig, sched: _Schedule) -> tuple[int, pri
             if chunk is None:
                 reason = "holds no whole saved state (killed during the spin-up)"
             else:
-                state = _saved_state(root[STATE_GROUP], chunk)
+                state = _saved_state(_group(root, STATE_GROUP), chunk)
     except Exception as err:  # noqa: BLE001 - whatever is wrong with it, a partial is only a cache
         reason = f"is unreadable ({type(err).__name__}: {err})"
     if reason:
         log.warning("world: %s %s; starting over", partial, reason)
         shutil.rmtree(partial)
         return None
+    assert chunk is not None  # else `reason` is set
     log.warning("world: resuming %s: %d of %d chunks kept, going on from archived day %g of %g",
                 partial, chunk, sched.n_chunks, sched.first(chunk) * sched.interval_days,
                 sched.n_frames * sched.interval_days)
@@ -301,10 +320,10 @@ def _last_whole_chunk(root: zarr.Group, cfg: WorldConfig, sched: _Schedule) -> i
     computes), so the frames of chunk k-1 being whole means every earlier append finished, state k
     included (sim_time and state_time of state k itself are written again on resume).
     """
-    states = root[STATE_GROUP] if STATE_GROUP in root else None
+    states = _group(root, STATE_GROUP) if STATE_GROUP in root else None
 
     def length(group: zarr.Group | None, name: str) -> int:
-        return group[name].shape[0] if group is not None and name in group else 0
+        return _array(group, name).shape[0] if group is not None and name in group else 0
 
     frames_len = min(length(root, n) for n in _ROOT_ARRAYS)
     states_len = min(length(states, n) for n in _STATE_ARRAYS)
@@ -312,20 +331,23 @@ def _last_whole_chunk(root: zarr.Group, cfg: WorldConfig, sched: _Schedule) -> i
     for k in reversed(range(sched.n_chunks)):
         if frames_len < sched.first(k) or states_len < k or fields_len < k + 1:
             continue
-        if not all(np.isfinite(states[n][k]).all() for n in STATE_FIELDS):
+        assert states is not None  # fields_len >= k + 1 > 0
+        if not all(np.isfinite(_read(states, n, k)).all() for n in STATE_FIELDS):
             continue
         if k == 0:
             return 0
         a, b = sched.first(k - 1), sched.first(k)
-        times_ok = np.array_equal(root["time"][a:b], np.arange(a, b) * cfg.archive_hours)  # "hours since start"
-        if times_ok and all(np.isfinite(root[n][a:b]).all() for n in VARIABLE_ATTRS):
+        times_ok = np.array_equal(_read(root, "time", slice(a, b)),
+                                  np.arange(a, b) * cfg.archive_hours)  # "hours since start"
+        if times_ok and all(np.isfinite(_read(root, n, slice(a, b))).all() for n in VARIABLE_ATTRS):
             return k
     return None
 
 
 def _saved_state(states: zarr.Group, k: int) -> primitive_equations.State:
     """State k as saved: the float32 fields exactly as the run held them (sim_time is set per chunk)."""
-    return primitive_equations.State(**{n: jnp.asarray(states[n][k]) for n in STATE_FIELDS}, sim_time=jnp.float32(0.0))
+    return primitive_equations.State(**{n: jnp.asarray(_read(states, n, k)) for n in STATE_FIELDS},
+                                     sim_time=jnp.float32(0.0))
 
 
 def _cut_back(partial: Path, root: zarr.Group, chunk: int, sched: _Schedule) -> None:
@@ -333,8 +355,8 @@ def _cut_back(partial: Path, root: zarr.Group, chunk: int, sched: _Schedule) -> 
     for path in partial.rglob("*.partial"):
         if _ZARR_TEMPORARY.fullmatch(path.name):
             path.unlink()
-    cuts = [(root[n], sched.first(chunk)) for n in _ROOT_ARRAYS]
-    cuts += [(root[STATE_GROUP][n], chunk) for n in _STATE_ARRAYS]
+    cuts = [(_array(root, n), sched.first(chunk)) for n in _ROOT_ARRAYS]
+    cuts += [(_array(_group(root, STATE_GROUP), n), chunk) for n in _STATE_ARRAYS]
     for array, length in cuts:
         if array.shape[0] != length:
             array.resize((length, *array.shape[1:]))  # also deletes the chunks past the end
