@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,46 +202,72 @@ def make_forecast(name: str, exp: config.Experiment, world: Path, ckpt: Path, in
     raise InputError(f"unknown forecast {name!r}; known: {list(NAMES)}")
 
 
-# The costliest forecast, run in a second process beside the others when there are cores to share: alone
-# the T42 model keeps about 1.6 of 2 cores busy, so the two processes together fill the machine.
+# The costliest forecast: it runs in a process of its own beside another that makes and verifies the rest.
 SIDE_PROCESS = "physics_limit"
 
 
-def forecasts(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray, run_dir: Path,
-              progress: bool) -> tuple[dict[str, Path], Callable[[], None]]:
-    """Every forecast of the run, each made once (`_once`): the ML ensemble and its baselines. Returns their
-    paths and a function that waits for SIDE_PROCESS's forecast, which may still be running in a second
-    process when this returns (so that the others can be verified meanwhile)."""
-    out = run_dir / "forecasts"
-    out.mkdir(parents=True, exist_ok=True)
-    names = run_names(exp)
-    paths = {name: out / f"{name}.zarr" for name in names}
-    side = None
-    if SIDE_PROCESS in names and not paths[SIDE_PROCESS].exists() and (os.cpu_count() or 1) > 1:
-        side = multiprocessing.get_context("spawn").Process(
-            target=make_forecast, args=(SIDE_PROCESS, exp, world, ckpt, inits, paths[SIDE_PROCESS], False),
-            name=f"weatherens {SIDE_PROCESS}", daemon=True)
-        side.start()
-        print(f"  {SIDE_PROCESS}: running in a second process (no progress bar)", flush=True)
-    t_side = time.perf_counter()
+def _cpu_halves() -> tuple[set[int], set[int]] | None:
+    """Two disjoint halves of the CPUs this process may run on, or None (one CPU, or no affinity on this OS).
+
+    Each of stage 3-5's two processes is pinned to one half before its first JAX computation, which sizes
+    XLA's thread pool to it: unpinned, the two pools fought over both cores of a 2-core machine (the
+    limit and the analogue from 2 inits together: 170 s unpinned, 128 s pinned, and 22 % less CPU time)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return set(cpus[: len(cpus) // 2]), set(cpus[len(cpus) // 2:])
+
+
+def make_and_verify(names: tuple[str, ...], exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray,
+                    paths: dict[str, Path], run_dir: Path, progress: bool, cpus: set[int] | None = None) -> None:
+    """Make each named forecast once (`_once`) and score it (`verify_all`), pinned to `cpus` when given.
+    Module-level, so that a spawned process can run it."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     for name in names:
-        if side is not None and name == SIDE_PROCESS:
-            continue
         t0 = time.perf_counter()
         _once(paths[name], lambda p, n=name: make_forecast(n, exp, world, ckpt, inits, p, progress))
         print(f"  {name}: {paths[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    verify_all(names, paths, world, run_dir, progress)
 
-    def wait() -> None:
-        if side is None:
-            return
-        side.join()
-        if side.exitcode != 0 or not paths[SIDE_PROCESS].exists():
-            raise WeatherensError(f"{paths[SIDE_PROCESS]}: the {SIDE_PROCESS} forecast failed in its process (exit code "
-                               f"{side.exitcode}); run the demo again to resume it")
-        print(f"  {SIDE_PROCESS}: {paths[SIDE_PROCESS]} ({time.perf_counter() - t_side:.0f} s, beside the others)",
-              flush=True)
 
-    return paths, wait
+def forecast_paths(run_dir: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    return {name: run_dir / "forecasts" / f"{name}.zarr" for name in names}
+
+
+def forecast_and_verify(exp: config.Experiment, world: Path, ckpt: Path, inits: np.ndarray, run_dir: Path,
+                        progress: bool) -> dict[str, Path]:
+    """Stages 3-5: every forecast of the run made once and scored; returns the scores files by name. Where
+    there are two CPUs or more and SIDE_PROCESS's forecast is still to make, two spawned processes share the
+    machine, each pinned to half of it: SIDE_PROCESS in one (no progress bar), the others in the other."""
+    from weatherens.verify import io
+
+    names = run_names(exp)
+    paths = forecast_paths(run_dir, names)
+    out = run_dir / "forecasts"
+    out.mkdir(parents=True, exist_ok=True)
+    halves = _cpu_halves()
+    if SIDE_PROCESS in names and not paths[SIDE_PROCESS].exists() and halves is not None:
+        rest = tuple(n for n in names if n != SIDE_PROCESS)
+        groups = [(rest, progress, halves[0]), ((SIDE_PROCESS,), False, halves[1])]
+        spawn = multiprocessing.get_context("spawn")
+        procs = [spawn.Process(target=make_and_verify, args=(group, exp, world, ckpt, inits, paths, run_dir, bar, cpus),
+                               name=f"weatherens {'+'.join(group)}", daemon=True) for group, bar, cpus in groups]
+        for proc in procs:
+            proc.start()
+        print(f"  {SIDE_PROCESS}: running in a second process (no progress bar), each process on "
+              f"{len(halves[0])} of {len(halves[0]) + len(halves[1])} CPUs", flush=True)
+        for proc in procs:
+            proc.join()
+        failed = [proc.name for proc in procs if proc.exitcode != 0]
+        if failed:
+            raise WeatherensError(f"{out}: {', '.join(failed)} failed (exit codes "
+                                  f"{[proc.exitcode for proc in procs]}); run the demo again to resume")
+    else:
+        make_and_verify(names, exp, world, ckpt, inits, paths, run_dir, progress)
+    return {name: io.scores_path(run_dir / "scores.nc", name, several=True) for name in names}
 
 
 def verify_all(names: tuple[str, ...], paths: dict[str, Path], world: Path, run_dir: Path, progress: bool) -> dict[str, Path]:
@@ -323,10 +348,7 @@ def _run(exp: config.Experiment, run_dir: Path, names: tuple[str, ...], cache: P
     inits = demo_inits(world, exp)
     print(f"{len(inits)} initialisation times: {', '.join(str(np.datetime64(i, 'h')) for i in inits)}; "
           f"{exp.demo.members} members, {exp.demo.lead_hours} h")
-    paths, wait = forecasts(exp, world, ckpt, inits, run_dir, progress)
-    score_files = verify_all(tuple(n for n in names if n != SIDE_PROCESS), paths, world, run_dir, progress)
-    wait()
-    score_files.update(verify_all(tuple(n for n in names if n == SIDE_PROCESS), paths, world, run_dir, progress))
+    score_files = forecast_and_verify(exp, world, ckpt, inits, run_dir, progress)
     scores = {n: xr.load_dataset(score_files[n]) for n in names}  # the ML ensemble first
     from weatherens.verify import report as tables
 
@@ -348,7 +370,7 @@ def _run(exp: config.Experiment, run_dir: Path, names: tuple[str, ...], cache: P
     report.write_text(
         f"# weatherens demo{' (quick)' if quick else ''}\n\nWorld: `{world}`; checkpoint: `{ckpt}`; "
         f"{len(inits)} inits ({', '.join(str(np.datetime64(i, 'h')) for i in inits)}), {exp.demo.members} members, "
-        f"{exp.demo.lead_hours} h; members of the baselines: {_members_line(paths)}.\n\n## Scorecard (global)\n\n"
+        f"{exp.demo.lead_hours} h; members of the baselines: {_members_line(forecast_paths(run_dir, names))}.\n\n## Scorecard (global)\n\n"
         f"{table}\n\n## Spread-skill ratio (debiased)\n\n{ssr}\n\n## Member spectra vs truth\n\n```\n{spectra}\n```\n\n## Figures\n\n"
         + "".join(f"![{f.stem}](figures/{f.name})\n" for f in figures))
     print(f"\nreport: {report} ({len(figures)} figures); whole run {time.perf_counter() - t_start:.0f} s")

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Two physics ensembles at once on one machine: both processes free to use every CPU, against each pinned
+to half of the CPUs (what `weatherens demo` does in its stage 3-5), measured in one run.
+
+    python scripts/bench_pinning.py --world WORLD.zarr [--inits 2] [--config configs/small.yaml]
+
+Each round starts the predictability limit and the operational analogue (the demo's settings, from
+`--inits` inits every 60 h from the test split's start, 10 days) in two fresh processes and waits for
+both; the pinned round sets each child's CPU affinity before its first JAX computation, so XLA sizes its
+thread pool to its half. Prints each process's wall and CPU seconds, each round's wall, and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ensemble(kind: str, world: str, config_path: str, inits: int, out: str, cpus: str) -> dict:
+    """Child: the demo's limit or analogue from `inits` inits, optionally pinned to the CPUs listed in `cpus`."""
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    import numpy as np
+
+    from weatherens import config
+    from weatherens.world import ensembles
+
+    exp = config.load(config_path)
+    d = exp.demo
+    start = np.datetime64(exp.data.test.start, "h")
+    times = (start + np.arange(inits) * np.timedelta64(d.init_every_hours, "h")).astype("M8[ns]")
+    t = time.perf_counter()
+    if kind == "limit":
+        ensembles.predictability_limit_ensemble(world, times, d.limit_members, d.lead_hours, out,
+                                                perturbation_scale=d.limit_scale, error_span=exp.data.train,
+                                                progress=False)
+    else:
+        ensembles.archived_fields_ensemble(world, times, d.analogue_members, d.lead_hours, out,
+                                           resolution=d.analogue_resolution,
+                                           timestep_minutes=d.analogue_timestep_minutes,
+                                           perturbation_scale=d.analogue_scale,
+                                           model_error_scale=d.analogue_model_error_scale,
+                                           error_span=exp.data.train, progress=False)
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return {"wall_s": time.perf_counter() - t, "cpu_s": use.ru_utime + use.ru_stime}
+
+
+def round_of_two(args, tmp: Path, pinned: bool) -> tuple[float, dict]:
+    cpus = sorted(os.sched_getaffinity(0))
+    halves = [cpus[: len(cpus) // 2], cpus[len(cpus) // 2:]] if pinned else [[], []]
+    t = time.perf_counter()
+    procs = {kind: subprocess.Popen([sys.executable, __file__, "--child", kind, args.world, args.config,
+                                     str(args.inits), str(tmp / f"{kind}-{pinned}.zarr"), ",".join(map(str, half))],
+                                    stdout=subprocess.PIPE, text=True)
+             for kind, half in zip(("limit", "analogue"), halves)}
+    results = {}
+    for kind, proc in procs.items():
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"{kind} failed")
+        results[kind] = json.loads(out.strip().splitlines()[-1])
+    return time.perf_counter() - t, results
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--child"]:
+        kind, world, config_path, inits, out, cpus = sys.argv[2:8]
+        print(json.dumps(ensemble(kind, world, config_path, int(inits), out, cpus)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", required=True)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "small.yaml"))
+    parser.add_argument("--inits", type=int, default=2)
+    args = parser.parse_args()
+    print(f"{len(os.sched_getaffinity(0))} CPUs; limit and analogue from {args.inits} init(s), 10 days, at once")
+    walls = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pinned in (False, True):
+            walls[pinned], res = round_of_two(args, Path(tmp), pinned)
+            label = "pinned to halves" if pinned else "unpinned"
+            print(f"{label:>17}: both {walls[pinned]:6.1f} s;"
+                  + "".join(f"  {k} {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU;" for k, r in res.items()),
+                  flush=True)
+    print(f"pinned / unpinned wall: {walls[True] / walls[False]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
