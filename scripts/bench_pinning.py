@@ -7,7 +7,8 @@ to half of the CPUs (what `weatherens demo` does in its stage 3-5), measured in 
 Each round starts the predictability limit and the operational analogue (the demo's settings, from
 `--inits` inits every 60 h from the test split's start, 10 days) in two fresh processes and waits for
 both; the pinned round sets each child's CPU affinity before its first JAX computation, so XLA sizes its
-thread pool to its half. Prints each process's wall and CPU seconds, each round's wall, and the ratio.
+thread pool to its half. Prints each process's wall and CPU seconds, each round's wall, the ratio, and
+whether the pinned members equal the unpinned ones bitwise.
 """
 
 from __future__ import annotations
@@ -90,7 +91,22 @@ def main() -> None:
             print(f"{label:>17}: both {walls[pinned]:6.1f} s;"
                   + "".join(f"  {k} {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU;" for k, r in res.items()),
                   flush=True)
+            if pinned:
+                for kind in ("limit", "analogue"):
+                    print(f"{kind}: pinned members {same_members(Path(tmp) / f'{kind}-False.zarr', Path(tmp) / f'{kind}-True.zarr')}")
     print(f"pinned / unpinned wall: {walls[True] / walls[False]:.2f}")
+
+
+def same_members(a: Path, b: Path) -> str:
+    """'bitwise equal to the unpinned ones', or the largest absolute difference per variable."""
+    import numpy as np
+    import xarray as xr
+
+    x, y = xr.open_zarr(a), xr.open_zarr(b)
+    diffs = {v: float(np.abs(x[v].values - y[v].values).max()) for v in x.data_vars if x[v].dtype.kind == "f"}
+    if not any(diffs.values()):
+        return "bitwise equal to the unpinned ones"
+    return "differ from the unpinned ones by up to " + ", ".join(f"{v} {d:.3g}" for v, d in diffs.items() if d)
 
 
 if __name__ == "__main__":
