@@ -14,6 +14,21 @@ from pathlib import Path
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "weatherens-tests-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
+
+def _pin_this_worker() -> None:
+    """Under pytest-xdist, give worker gwN its own share of the CPUs (gw0 the first, gw1 the second of 2),
+    before JAX sizes its thread pool; child processes inherit it. Two unpinned JAX processes fight over the
+    cores of a small machine (the demo's two processes: 25 % less wall pinned, docs/benchmarks.md)."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_getaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= count:
+        os.sched_setaffinity(0, set(cpus[int(worker[2:]) % count::count]))
+
+
+_pin_this_worker()
+
 import pytest
 import xarray as xr
 
@@ -29,3 +44,14 @@ def canonical() -> xr.Dataset:
 def era5_samples() -> Path:
     """tests/data/era5: trimmed real ERA5 (attribution in its README.md)."""
     return ERA5_SAMPLES
+
+
+# Files in the order that pytest-xdist hands them to its workers (--dist loadfile): the longest first, so that
+# both workers, each on its own CPU, finish about together (times from `scripts/run.py test --durations`).
+LONGEST_FIRST = ("test_demo.py", "test_train.py", "test_infer.py", "test_notebooks.py", "test_world_ensembles.py",
+                 "test_world.py", "test_types.py", "test_layout.py", "test_verify_evaluation.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
