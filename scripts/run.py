@@ -80,7 +80,8 @@ def main(argv: list[str]) -> int:
     else:
         fast = ["-m", "not slow"] if "--fast" in rest else []
         rest = [a for a in rest if a != "--fast"]
-        cmd = [str(_bin("python")), "-m", "pytest", "-n", "2", "--dist", "loadfile", *fast, *rest]
+        # files in their collected order (tests/conftest.py puts the longest first), not by test count
+        cmd = [str(_bin("python")), "-m", "pytest", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", *fast, *rest]
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 

@@ -46,8 +46,9 @@ def era5_samples() -> Path:
     return ERA5_SAMPLES
 
 
-# Files in the order that pytest-xdist hands them to its workers (--dist loadfile): the longest first, so that
-# both workers, each on its own CPU, finish about together (times from `scripts/run.py test --durations`).
+# Files in the order that pytest-xdist hands them to its workers (`--dist loadfile --no-loadscope-reorder`, as
+# scripts/run.py runs it; without the second flag xdist sorts files by their number of tests): the longest
+# first, so that both workers, each on its own CPU, finish about together (`scripts/run.py test --durations`).
 LONGEST_FIRST = ("test_demo.py", "test_train.py", "test_infer.py", "test_notebooks.py", "test_world_ensembles.py",
                  "test_world.py", "test_types.py", "test_layout.py", "test_verify_evaluation.py")
 
