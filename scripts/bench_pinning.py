@@ -27,37 +27,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ensemble(kind: str, world: str, config_path: str, inits: int, out: str, cpus: str) -> dict:
-    """Child: the demo's limit or analogue from `inits` inits, optionally pinned to the CPUs listed in `cpus`."""
+    """Child: the demo's limit or analogue (`demo.make_forecast`) from `inits` inits every init_every_hours
+    from the test split's start, pinned to the CPUs listed in `cpus` when given."""
     if cpus:
         os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
     import numpy as np
 
-    from weatherens import config
-    from weatherens.world import ensembles
+    from weatherens import config, demo
 
     exp = config.load(config_path)
-    d = exp.demo
     start = np.datetime64(exp.data.test.start, "h")
-    times = (start + np.arange(inits) * np.timedelta64(d.init_every_hours, "h")).astype("M8[ns]")
+    times = (start + np.arange(inits) * np.timedelta64(exp.demo.init_every_hours, "h")).astype("M8[ns]")
     t = time.perf_counter()
-    if kind == "limit":
-        ensembles.predictability_limit_ensemble(world, times, d.limit_members, d.lead_hours, out,
-                                                perturbation_scale=d.limit_scale, error_span=exp.data.train,
-                                                progress=False)
-    else:
-        ensembles.archived_fields_ensemble(world, times, d.analogue_members, d.lead_hours, out,
-                                           resolution=d.analogue_resolution,
-                                           timestep_minutes=d.analogue_timestep_minutes,
-                                           perturbation_scale=d.analogue_scale,
-                                           model_error_scale=d.analogue_model_error_scale,
-                                           error_span=exp.data.train, progress=False)
+    name = "physics_limit" if kind == "limit" else "physics_analogue"
+    demo.make_forecast(name, exp, Path(world), Path(), times, Path(out), progress=False)  # no checkpoint needed
     use = resource.getrusage(resource.RUSAGE_SELF)
     return {"wall_s": time.perf_counter() - t, "cpu_s": use.ru_utime + use.ru_stime}
 
 
 def round_of_two(args, tmp: Path, pinned: bool) -> tuple[float, dict]:
-    cpus = sorted(os.sched_getaffinity(0))
-    halves = [cpus[: len(cpus) // 2], cpus[len(cpus) // 2:]] if pinned else [[], []]
+    from weatherens import demo
+
+    halves = [sorted(h) for h in demo.cpu_halves() or ((), ())] if pinned else [[], []]
     t = time.perf_counter()
     procs = {kind: subprocess.Popen([sys.executable, __file__, "--child", kind, args.world, args.config,
                                      str(args.inits), str(tmp / f"{kind}-{pinned}.zarr"), ",".join(map(str, half))],

@@ -57,8 +57,8 @@ def ensure_environment() -> None:
 
 def _install(py: str, requirement: str) -> None:
     """Editable install of `requirement` into the environment of `py`: with uv when the package
-    registry has it (it fetches and unpacks in parallel: 16 s against pip's 87 s for this project on a
-    2-core machine with an empty cache), with pip otherwise. Both resolve the same versions."""
+    registry has it (it fetches and unpacks in parallel; docs/benchmarks.md compares it with pip),
+    with pip otherwise. Both resolve the same versions."""
     uv = subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "uv"])
     if uv.returncode == 0:
         done = subprocess.run([py, "-m", "uv", "pip", "install", "-q", "--python", py, "-e", requirement])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 # Many tests compile the same small programs again in child processes (training resumed after a kill,
 # 1 against 8 devices, two processes, the notebooks, the demo): JAX's persistent cache serves them from disk
-# (a killed-and-resumed training test took 72 s without it, 55 s with it cold, 41 s warm). Set before jax is
-# imported so that this process reads it too; cached programs are the same programs, so results are too.
+# (docs/benchmarks.md). Set before jax is imported so that this process reads it too; cached programs are
+# the same programs, so results are too.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "weatherens-tests-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
@@ -18,7 +18,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 def _pin_this_worker() -> None:
     """Under pytest-xdist, give worker gwN its own share of the CPUs (gw0 the first, gw1 the second of 2),
     before JAX sizes its thread pool; child processes inherit it. Two unpinned JAX processes fight over the
-    cores of a small machine (the demo's two processes: 25 % less wall pinned, docs/benchmarks.md)."""
+    cores of a small machine (as the demo's two did: docs/benchmarks.md)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_getaffinity"):
         return

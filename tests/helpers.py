@@ -81,6 +81,7 @@ def wave_dataset(ntime: int = 60, nlat: int = 32, nlon: int = 64, levels: tuple[
         coords={"time": time, "level": np.array(levels, np.int64), "latitude": lat, "longitude": lon},
     )
 
+
 def random_coefficients(lmax: int, seed: int = 0, leading: tuple[int, ...] = ()) -> np.ndarray:
     """a_lm (..., lmax + 1, lmax + 1) of a real field band-limited to lmax: zero for m > l, a_l0 real."""
     rng = np.random.default_rng(seed)

@@ -35,7 +35,6 @@ from weatherens.errors import InputError, WeatherensError
 from weatherens.world import store as world_store
 
 
-
 def shipped_folder(name: str) -> Path:
     """The folder `name` ('configs' or 'checkpoints') that weatherens ships: the checkout's, beside
     pyproject.toml (a source tree or an editable install), else the copy inside the installed package
@@ -203,17 +202,16 @@ def make_forecast(name: str, exp: config.Experiment, world: Path, ckpt: Path, in
 
 
 # Stage 3-5's second process makes and verifies these, in this order; the first, the others. Balanced by
-# the times of a demo run on 2 cores, one core each (2026-12-02): the ML ensemble 145 + 54 s and the
-# analogue 316 + 20 s against the limit 435 + 21 s, climatology 30 + 23 s and persistence 4 + 13 s.
+# the measured times of each forecast and its verification (docs/benchmarks.md, the demo's two processes).
 SECOND_PROCESS = ("physics_limit", "climatology", "persistence")
 
 
-def _cpu_halves() -> tuple[set[int], set[int]] | None:
+def cpu_halves() -> tuple[set[int], set[int]] | None:
     """Two disjoint halves of the CPUs this process may run on, or None (one CPU, or no affinity on this OS).
 
     Each of stage 3-5's two processes is pinned to one half before its first JAX computation, which sizes
-    XLA's thread pool to it: unpinned, the two pools fought over both cores of a 2-core machine (the
-    limit and the analogue from 2 inits together: 170 s unpinned, 128 s pinned, and 22 % less CPU time)."""
+    XLA's thread pool to it: unpinned, the two pools fight over the cores of a small machine
+    (scripts/bench_pinning.py; figures in docs/benchmarks.md)."""
     if not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
@@ -250,7 +248,7 @@ def forecast_and_verify(exp: config.Experiment, world: Path, ckpt: Path, inits: 
     paths = forecast_paths(run_dir, names)
     out = run_dir / "forecasts"
     out.mkdir(parents=True, exist_ok=True)
-    halves = _cpu_halves()
+    halves = cpu_halves()
     second = tuple(n for n in SECOND_PROCESS if n in names)
     first = tuple(n for n in names if n not in second)
     if halves is not None and all(any(not paths[n].exists() for n in group) for group in (first, second)):
