@@ -66,6 +66,32 @@ def test_training_logs_validates_checkpoints_and_loads_for_inference(store, tmp_
     assert x.shape[-2:] == (32, 64)
 
 
+def test_long_lead_validation_keeps_the_best_average_and_resumes_it(store, tmp_path):
+    exp = tiny("train.steps=8", "train.rollout_lengths=[1,3]", "train.rollout_starts=[0,4]",
+               "train.phase_learning_rates=[3e-3,1e-3]", "train.phase_warmup_steps=[2,1]", "train.gradient_steps=1",
+               "train.ema_decay=0.9", "train.validation_inits=3", "train.validation_lead_hours=[12,24]",
+               "train.validate_every=2", "train.checkpoint_every=4", "model.increment_lmax=8", "model.increment_taper=3")
+    loop.train(exp, str(store), tmp_path, progress=False)
+    scores = {r["step"]: r["score"] for r in records(tmp_path, "long_validation")}
+    assert sorted(scores) == [2, 4, 6, 8] and all(np.isfinite(list(scores.values())))
+    best = min(scores, key=scores.get)
+    _, params, meta = checkpoint.load_for_inference(tmp_path / "best")
+    assert meta["step"] == best and meta["validation_score"] == pytest.approx(scores[best]) and meta["ema"]
+    mngr = checkpoint.manager(tmp_path)
+    online, _, step, ema = checkpoint.restore_training(mngr, loop.build_predictor(
+        exp, loop._sampler(exp, str(store), "train", 1), checkpoint_stats(tmp_path)), loop.train_step_lib.make_optimizer(exp.train))
+    assert int(step) == 8 and ema is not None
+    _, latest_params, _ = checkpoint.load_for_inference(tmp_path)
+    for a, b, c in zip(jax.tree.leaves(latest_params), jax.tree.leaves(ema), jax.tree.leaves(online)):
+        np.testing.assert_array_equal(a, b)  # inference reads the average ...
+    assert any(not np.array_equal(b, c) for b, c in zip(jax.tree.leaves(ema), jax.tree.leaves(online)))  # ... not the online weights
+
+
+def checkpoint_stats(workdir):
+    from weatherens.data import stats
+    return stats.load(Path(workdir) / "stats.nc")
+
+
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(store, tmp_path, capsys):
     exp = tiny("train.steps=6", "train.learning_rate=1e30", "train.warmup_steps=0", "train.grad_clip=1e30",
                "train.validate_every=0")

@@ -1,8 +1,10 @@
 """Checkpoints that alone are enough for inference, written atomically, resumable exactly.
 
 A checkpoint directory `DIR/checkpoints/<step>/` (orbax CheckpointManager) holds four items:
-- `params`: the network parameters (nnx.State);
-- `optimizer`: the optimizer state and the step (only training reads it);
+- `params`: the network parameters that inference uses (nnx.State): the moving average of the
+  weights when training keeps one (`train.ema_decay` > 0), else the weights themselves;
+- `optimizer`: the optimizer state, the step and, with an average, the online weights (only
+  training reads it);
 - `arrays`: what the predictor needs besides parameters: per-channel mean, std and residual std,
   the static fields, latitudes and longitudes;
 - `meta` (JSON): the full config, the channel and forcing order, the static field names, the data
@@ -71,9 +73,12 @@ def _versions() -> dict[str, str]:
 
 def save(mngr: ocp.CheckpointManager, params: nnx.State, opt_state: optax.OptState, step: int | jax.Array,
          predictor: Predictor, exp: config.Experiment, provenance: dict[str, Any],
-         static_names: Sequence[str] = ()) -> None:
+         static_names: Sequence[str] = (), ema: nnx.State | None = None,
+         extra_meta: dict[str, Any] | None = None) -> None:
     """Write a checkpoint for optimizer step `step` (blocking: it is complete when this returns).
 
+    With `ema` (the weights' moving average) the `params` item holds the average and the optimizer
+    item the online `params`. `extra_meta` (JSON) is merged into the meta item (e.g. a validation score).
     Call it on every process: process 0 writes, and all wait until it is complete."""
     step = int(step)
     if jax.process_index() != 0:
@@ -83,17 +88,21 @@ def save(mngr: ocp.CheckpointManager, params: nnx.State, opt_state: optax.OptSta
         "config": config.to_dict(exp), "channels": list(predictor.channels), "forcings": list(predictor.forcings),
         "static": list(static_names), "provenance": provenance, "step": step, "versions": _versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "ema": ema is not None, **(extra_meta or {}),
     }
+    training = {"opt_state": opt_state, "step": np.int32(step)}
+    if ema is not None:
+        training["online"] = params
     mngr.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(_to_host(params)),
-        optimizer=ocp.args.StandardSave(_to_host({"opt_state": opt_state, "step": np.int32(step)})),
+        params=ocp.args.StandardSave(to_host(params if ema is None else ema)),
+        optimizer=ocp.args.StandardSave(to_host(training)),
         arrays=ocp.args.StandardSave(predictor_arrays(predictor)),
         meta=ocp.args.JsonSave(meta)))
     mngr.wait_until_finished()
     multihost_utils.sync_global_devices(f"weatherens checkpoint {step}")
 
 
-def _to_host(tree):
+def to_host(tree):
     """numpy copies of (replicated) arrays: this process's first shard holds the whole value."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
                         tree)
@@ -125,18 +134,23 @@ def _place(tree, sharding):
 
 def restore_training(mngr: ocp.CheckpointManager, predictor: Predictor, optimizer: optax.GradientTransformation,
                      step: int | None = None, sharding: jax.sharding.Sharding | None = None
-                     ) -> tuple[nnx.State, optax.OptState, jax.Array | np.ndarray]:
-    """(params, opt_state, step) of a checkpoint (default the latest), laid out with `sharding` (host
-    numpy arrays without one)."""
+                     ) -> tuple[nnx.State, optax.OptState, jax.Array | np.ndarray, nnx.State | None]:
+    """(params, opt_state, step, ema) of a checkpoint (default the latest), laid out with `sharding`
+    (host numpy arrays without one); ema is None when the checkpoint keeps no average."""
     step = mngr.latest_step() if step is None else step
+    has_ema = bool(read_meta(mngr, step).get("ema", False))
     abstract_params = jax.eval_shape(lambda: predictor.init_params(jax.random.key(0)))
     abstract_opt = {"opt_state": jax.eval_shape(optimizer.init, abstract_params),
                     "step": jax.ShapeDtypeStruct((), np.int32)}
+    if has_ema:
+        abstract_opt["online"] = abstract_params
     got = mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(_host_target(abstract_params)),
         optimizer=ocp.args.StandardRestore(_host_target(abstract_opt))))
     params, opt = _place(got.params, sharding), _place(got.optimizer, sharding)
-    return params, opt["opt_state"], opt["step"]
+    if has_ema:
+        return opt["online"], opt["opt_state"], opt["step"], params
+    return params, opt["opt_state"], opt["step"], None
 
 
 def _open_read_only(path: str | Path, step: int | None) -> tuple[ocp.CheckpointManager, int]:

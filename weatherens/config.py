@@ -135,12 +135,21 @@ class ModelConfig:
     noise_fields: int = 0  # spatially correlated noise channels on the sphere (AR(1) in spectral space); 0: off
     noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum
     noise_field_rho: float = 0.5  # AR(1) correlation of the noise fields from one step to the next
+    # Band limit of the increment (`model.increment`): degrees above increment_lmax are removed and the
+    # increment_taper degrees below it ramp down (cos^2); 0: the decoder's pointwise output as it is
+    increment_lmax: int = 0
+    increment_taper: int = 0
+    # channels whose area-weighted global mean each step keeps (e.g. [surface_pressure]: dry mass)
+    conserve_global_mean: tuple[str, ...] = ()
 
     def __post_init__(self):
         _check("model", self, {"embed_dim": _at_least(1), "blocks": _at_least(1), "mlp_ratio": _positive(),
                                "lmax": _at_least(0), "noise_dim": _at_least(0), "noise_fields": _at_least(0),
                                "noise_field_degree": _positive(),
-                               "noise_field_rho": ((lambda v: 0 <= v < 1), "must be in [0, 1)")})
+                               "noise_field_rho": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
+                               "increment_lmax": _at_least(0),
+                               "increment_taper": ((lambda v: 0 <= v and (v < self.increment_lmax or v == 0)),
+                                                   "must be >= 0 and below increment_lmax")})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +168,26 @@ class TrainConfig:
     variable_weights: dict = dataclasses.field(default_factory=dict)  # long name -> loss weight (default 1)
     rollout_lengths: tuple[int, ...] = (1,)  # autoregressive steps in the loss, per phase
     rollout_starts: tuple[int, ...] = (0,)  # first optimizer step of each phase
+    # Per-phase learning-rate schedules: phase i warms up over phase_warmup_steps[i] to
+    # phase_learning_rates[i] and decays (cosine) to end_learning_rate by the next phase's start.
+    # Empty: one warm-up + cosine schedule over all steps (learning_rate, warmup_steps).
+    phase_learning_rates: tuple[float, ...] = ()
+    phase_warmup_steps: tuple[int, ...] = ()
+    # Gradient only through the last gradient_steps rollout steps (the earlier ones are a push-forward
+    # without gradient, Brandstetter et al. 2022); 0: through every step
+    gradient_steps: int = 0
+    ema_decay: float = 0.0  # exponential moving average of the weights (inference and selection use it); 0: off
     remat: bool = True  # rematerialise each rollout step in the backward pass (memory ~ one step)
     seed: int = 0  # parameters and noise; the data order has data.seed
     log_every: int = 10
     validate_every: int = 200
     validation_batches: int = 4
+    # Long-lead validation (`train.validation`) at every validate_every: an ensemble of validation_members
+    # from validation_inits init times spread over the validation split, scored at validation_lead_hours;
+    # the checkpoint with the lowest mean CRPS / climatology's is kept in WORKDIR/best. 0 inits: off
+    validation_inits: int = 0
+    validation_members: int = 8
+    validation_lead_hours: tuple[int, ...] = (24, 120, 240)
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
 
@@ -179,6 +203,15 @@ class TrainConfig:
                                "one per rollout length, strictly ascending from 0"),
             "log_every": _at_least(1), "validate_every": ((lambda v: v >= 0), "must be >= 0 (0: no validation)"),
             "validation_batches": _at_least(1),
+            "phase_learning_rates": ((lambda v: len(v) in (0, len(self.rollout_lengths)) and all(x > 0 for x in v)),
+                                     "empty or one peak (> 0) per rollout phase"),
+            "phase_warmup_steps": ((lambda v: len(v) == (len(self.rollout_lengths) if self.phase_learning_rates else 0)
+                                    and all(x >= 0 for x in v)),
+                                   "one warm-up (>= 0) per phase when phase_learning_rates is set, else empty"),
+            "gradient_steps": _at_least(0),
+            "ema_decay": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
+            "validation_inits": _at_least(0), "validation_members": ((lambda v: v >= 2), "must be >= 2"),
+            "validation_lead_hours": ((lambda v: len(v) > 0 and min(v) > 0), "one or more leads > 0"),
             "checkpoint_every": _at_least(1), "keep_checkpoints": _at_least(1)})
 
 

@@ -6,7 +6,8 @@
 with mu, sigma the per-channel mean and standard deviation and sigma_res the standard deviation of
 the 6-hour difference (`data.stats`), as GraphCast predicts normalized residuals (Lam et al. 2023).
 Constants: sin and cos of latitude and longitude, and the static fields (orography, land-sea mask)
-standardised with their area-weighted mean and std.
+standardised with their area-weighted mean and std. Optionally the network's output is band-limited
+before it is added and chosen channels keep their global mean (`model.increment`).
 
 `Predictor` holds what is fixed (grid, channels, statistics, constants, the network's graph) and
 its methods are pure functions of explicit parameters, states and PRNG keys, for one member
@@ -26,7 +27,7 @@ from flax import nnx
 from weatherens import grid
 from weatherens.config import ModelConfig
 from weatherens.data import forcings as forcings_lib
-from weatherens.model import noise
+from weatherens.model import increment, noise
 from weatherens.model.network import SphericalForecaster
 from weatherens.sphere.sht import SphericalHarmonicTransform
 
@@ -76,6 +77,12 @@ class Predictor:
         self.sht = SphericalHarmonicTransform(self.lat, self.lon.size, cfg.lmax or None)
         self.noise = (noise.SphericalNoise(self.sht, cfg.noise_fields, cfg.noise_field_degree, cfg.noise_field_rho)
                       if cfg.noise_fields else None)
+        self.increment_filter = (increment.IncrementFilter(self.lat, self.lon.size, cfg.increment_lmax, cfg.increment_taper)
+                                 if cfg.increment_lmax else None)
+        unknown = sorted(set(cfg.conserve_global_mean) - set(self.channels))
+        if unknown:
+            raise ValueError(f"model.conserve_global_mean names {unknown}, which are not among the channels {self.channels}")
+        self.conserved = np.asarray([self.channels.index(c) for c in cfg.conserve_global_mean], np.int32)
         c, f = len(self.channels), len(self.forcings)
         self.in_channels = 2 * c + 2 * f + self.constants.shape[0] + cfg.noise_fields
         self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: self._network(jax.random.key(0))))
@@ -113,4 +120,7 @@ class Predictor:
             parts.append(self.noise.fields(noise_state))
         network = nnx.merge(self.graphdef, params)
         residual = network(jnp.concatenate(parts, axis=0), z)
-        return x_now + self.residual_std * residual, noise_state
+        if self.increment_filter is not None:
+            residual = self.increment_filter(residual)
+        x_next = increment.keep_global_means(x_now + self.residual_std * residual, x_now, self.conserved, self.lat)
+        return x_next, noise_state

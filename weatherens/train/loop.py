@@ -8,8 +8,11 @@ again continues with the same batches and keys, and its loss curve equals the un
 The rollout length follows the schedule train.rollout_lengths / rollout_starts (phase i uses
 rollout_lengths[i] steps from optimizer step rollout_starts[i] on); each phase has its own sampler
 with that many targets. Metrics go to WORKDIR/metrics.jsonl, one JSON object per line
-(kind "train" every log_every steps, "validation" every validate_every), written by process 0;
-after a resume, lines past the checkpoint's step are dropped first.
+(kind "train" every log_every steps, "validation" and, with train.validation_inits, "long_validation"
+every validate_every), written by process 0; after a resume, lines past the checkpoint's step are
+dropped first. Validation scores the weights' moving average when training keeps one. With
+long-lead validation the checkpoint of the best score so far (`train.validation`) is also kept in
+WORKDIR/best, a workdir of its own that `checkpoint.load_for_inference` reads: the one to ship.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from weatherens.data import era5, stats
 from weatherens.data.pipeline import Sampler
 from weatherens.model.predictor import Predictor
 from weatherens.train import step as train_step_lib
+from weatherens.train import validation as long_validation
 
 logger = logging.getLogger(__name__)
 
@@ -112,16 +116,19 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     provenance = {"store": str(store), "train": dataclasses.asdict(exp.data.train),
                   "statistics": str(workdir / "stats.nc"), "statistics_source": table.attrs.get("source", "")}
     if mngr.latest_step() is not None:
-        params, opt_state, step0 = checkpoint.restore_training(mngr, predictor, optimizer, sharding=replicated)
-        state = train_step_lib.TrainState(params, opt_state, cast(jax.Array, step0))  # placed: a jax.Array
+        params, opt_state, step0, ema = checkpoint.restore_training(mngr, predictor, optimizer, sharding=replicated)
+        state = train_step_lib.TrainState(params, opt_state, cast(jax.Array, step0), ema)  # placed: a jax.Array
         logger.warning("train: resuming from the checkpoint at step %d", int(step0))
     else:
-        state = jax.device_put(train_step_lib.init_state(predictor, optimizer, cfg.seed), replicated)
+        state = jax.device_put(train_step_lib.init_state(predictor, optimizer, cfg.seed, ema=cfg.ema_decay > 0),
+                               replicated)
     start = int(state.step)
     log = MetricsLog(workdir / "metrics.jsonl", start)
+    long_lead, best = _long_lead(exp, store, predictor, workdir) if cfg.validate_every and cfg.validation_inits else (None, None)
 
-    def save(state):
-        checkpoint.save(mngr, state.params, state.opt_state, state.step, predictor, exp, provenance, exp.data.static)
+    def save(state, into=mngr, extra=None):
+        checkpoint.save(into, state.params, state.opt_state, state.step, predictor, exp, provenance, exp.data.static,
+                        ema=state.ema, extra_meta=extra)
 
     if start == 0 and mngr.latest_step() is None:
         save(state)
@@ -158,9 +165,16 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
                            "crps": _per_variable(predictor.channels, metrics["crps"])})
             if cfg.validate_every and (s % cfg.validate_every == 0 or s == cfg.steps):
                 assert val_sampler is not None  # made when cfg.validate_every
-                last["validation"] = validate(val_sampler, cfg.validation_batches, eval_fn, state.params,
+                last["validation"] = validate(val_sampler, cfg.validation_batches, eval_fn, state.inference_params(),
                                               predictor, batched)
                 log.write({"kind": "validation", "step": s, **last["validation"]})
+                if long_lead is not None and best is not None:
+                    scores = long_lead(checkpoint.to_host(state.inference_params()))
+                    log.write({"kind": "long_validation", "step": s, **scores})
+                    if best.better(scores["score"]) and s not in best.manager.all_steps():  # a resumed run re-scores
+                        save(state, best.manager, {"validation_score": scores["score"]})
+                        best.score = scores["score"]
+                    last["long_validation"] = scores
             if s % cfg.checkpoint_every == 0 or s == cfg.steps:
                 save(state)
             rate = bar.format_dict.get("rate") or 0.0
@@ -173,6 +187,25 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     return {**last, "start_step": start, "data_wait_share": wait_s / max(wait_s + busy_s, 1e-9),
             "first_step_s": compile_s, "step_s": step_s, "samples_per_s": global_batch / step_s if timed else 0.0,
             "workdir": str(workdir)}
+
+
+class BestCheckpoint:
+    """WORKDIR/best: one checkpoint, the one with the lowest long-lead validation score so far."""
+
+    def __init__(self, workdir: Path):
+        self.manager = checkpoint.manager(workdir / "best", keep=1)
+        step = self.manager.latest_step()
+        self.score = math.inf if step is None else float(checkpoint.read_meta(self.manager, step)["validation_score"])
+
+    def better(self, score: float) -> bool:
+        return math.isfinite(score) and score < self.score
+
+
+def _long_lead(exp: Experiment, store: str, predictor: Predictor, workdir: Path):
+    data = long_validation.build_set(exp, store, predictor.channels)
+    runner = long_validation.LongLeadValidation(predictor, data, exp.train.validation_members, exp.train.seed + 3,
+                                                exp.data.timestep_hours)
+    return runner, BestCheckpoint(workdir)
 
 
 def validation_sampler(exp: Experiment, store: str) -> Sampler:

@@ -4,11 +4,19 @@ For each sample b of the global batch and member j, the noise key is
     fold_in(fold_in(fold_in(key(seed), step), b), j)
 (`sample_keys`), so the step is the same function of (params, batch, step) on one device or eight
 and in one process or several. The loss of a sample is the almost-fair CRPS (Lang et al. 2024)
-of its M members against the target, on standardised fields, area- and channel-weighted, summed over
-the r rollout steps; the batch loss is its mean over samples. The rollout is a `lax.scan` whose body
-is rematerialised (`jax.checkpoint`) so that backward memory stays about one step's activations.
-The optimizer is optax AdamW with linear warm-up, cosine decay and global-norm clipping
-(Loshchilov & Hutter 2019; the schedule of AIFS and GraphCast training).
+of its M members against the target, on standardised fields, area- and channel-weighted, averaged
+over the r rollout steps (so that phases of different r share one loss scale and one clipping
+norm); the batch loss is its mean over samples. The rollout is a `lax.scan` whose body is
+rematerialised (`jax.checkpoint`) so that backward memory stays about one step's activations.
+With `train.gradient_steps` = k < r the first r - k steps run without gradient (their parameters
+and states under `stop_gradient`, no activations kept): the loss still averages all r steps, but
+its gradient flows through the last k only (the push-forward trick of Brandstetter, Worrall &
+Welling 2022, ICLR, "Message passing neural PDE solvers", which trains a step on the distribution
+of states the model itself reaches). The optimizer is optax AdamW with global-norm clipping
+(Loshchilov & Hutter 2019) on a linear warm-up and cosine decay (the schedule of AIFS and
+GraphCast training), either once over all steps or afresh in every rollout phase (GraphCast's
+and AIFS's fine-tuning phases each have their own schedule). An exponential moving average of the
+weights (`ema_update`) is what validation and inference use when `train.ema_decay` > 0.
 """
 
 from __future__ import annotations
@@ -33,15 +41,54 @@ class TrainState(NamedTuple):
     params: nnx.State
     opt_state: optax.OptState
     step: jax.Array  # int32 scalar: optimizer steps taken
+    ema: nnx.State | None  # moving average of params; None when train.ema_decay = 0
+
+    def inference_params(self) -> nnx.State:
+        """The weights that validation, checkpoint selection and inference use: the average if kept."""
+        return self.params if self.ema is None else self.ema
+
+
+def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
+    """Learning rate as a function of the optimizer step (module docstring).
+
+    One schedule: linear warm-up from 0 over warmup_steps to learning_rate, cosine decay to
+    end_learning_rate at `steps`. Per phase (phase_learning_rates set): phase i, from
+    rollout_starts[i] to the next start (or `steps`), warms up over phase_warmup_steps[i] to
+    phase_learning_rates[i] and decays to end_learning_rate at its end (optax.join_schedules).
+    """
+    def one(peak: float, warmup: int, length: int) -> optax.Schedule:
+        if warmup == 0:
+            return optax.cosine_decay_schedule(peak, max(length, 1), alpha=cfg.end_learning_rate / peak)
+        return optax.warmup_cosine_decay_schedule(init_value=0.0, peak_value=peak, warmup_steps=warmup,
+                                                  decay_steps=max(length, warmup + 1), end_value=cfg.end_learning_rate)
+
+    if not cfg.phase_learning_rates:
+        return one(cfg.learning_rate, cfg.warmup_steps, cfg.steps)
+    ends = list(cfg.rollout_starts[1:]) + [cfg.steps]
+    phases = [one(peak, warmup, end - start) for peak, warmup, start, end
+              in zip(cfg.phase_learning_rates, cfg.phase_warmup_steps, cfg.rollout_starts, ends)]
+    return optax.join_schedules(phases, boundaries=list(cfg.rollout_starts[1:]))
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """AdamW on a warm-up + cosine schedule, after clipping the global gradient norm."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=cfg.warmup_steps,
-        decay_steps=max(cfg.steps, cfg.warmup_steps + 1), end_value=cfg.end_learning_rate)
+    """AdamW on `learning_rate_schedule`, after clipping the global gradient norm."""
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                       optax.adamw(schedule, weight_decay=cfg.weight_decay))
+                       optax.adamw(learning_rate_schedule(cfg), weight_decay=cfg.weight_decay))
+
+
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+    """min(decay, (1 + n) / (10 + n)) after n updates: the average forgets its random start quickly
+    (the num_updates rule of TensorFlow's ExponentialMovingAverage, as in Polyak averaging with warm-up)."""
+    n = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+
+
+def ema_update(ema: nnx.State | None, params: nnx.State, decay: float, step: jax.Array) -> nnx.State | None:
+    """ema <- d ema + (1 - d) params with d = `ema_decay_at(decay, step)`; None when there is no average."""
+    if ema is None:
+        return None
+    d = ema_decay_at(decay, step)
+    return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
 
 
 def sample_keys(seed: int, step: jax.Array, batch: int, members: int) -> jax.Array:
@@ -64,26 +111,35 @@ class Objective:
 
     def ensemble_rollout(self, params, inputs, forcings, member_keys, steps: int):
         """Members' trajectories: inputs (2, C, lat, lon), forcings (>= steps + 2, F, lat, lon),
-        member_keys (M,) -> (steps, M, C, lat, lon)."""
+        member_keys (M,) -> (steps, M, C, lat, lon). With gradient_steps = k in (0, steps) the first
+        steps - k steps are computed without gradient (module docstring)."""
         p = self.predictor
         step_fn = jax.vmap(p.step, in_axes=(None, 0, 0, None, None, 0, 0))
 
-        def body(carry, n):
+        def advance(weights, carry, n):
             x_prev, x_now, state = carry
             keys = jax.vmap(lambda k: noise.step_key(k, n))(member_keys)
-            x_next, state = step_fn(params, x_prev, x_now, forcings[n + 1], forcings[n + 2], keys, state)
+            x_next, state = step_fn(weights, x_prev, x_now, forcings[n + 1], forcings[n + 2], keys, state)
             return (x_now, x_next, state), x_next
 
-        if self.cfg.remat:
-            body = jax.checkpoint(body)
+        def with_gradient(carry, n):
+            return advance(params, carry, n)
+
+        body = jax.checkpoint(with_gradient) if self.cfg.remat else with_gradient
         m = member_keys.shape[0]
         x_prev, x_now = (jnp.broadcast_to(x, (m,) + x.shape) for x in (inputs[0], inputs[1]))
-        state = jax.vmap(p.initial_noise)(member_keys)
-        _, trajectory = jax.lax.scan(body, (x_prev, x_now, state), jnp.arange(steps))
-        return trajectory
+        carry = (x_prev, x_now, jax.vmap(p.initial_noise)(member_keys))
+        free = steps - self.cfg.gradient_steps if 0 < self.cfg.gradient_steps < steps else 0
+        if free == 0:
+            return jax.lax.scan(body, carry, jnp.arange(steps))[1]
+        frozen = jax.lax.stop_gradient(params)
+        carry, pushed = jax.lax.scan(lambda c, n: advance(frozen, c, n), carry, jnp.arange(free))
+        carry = jax.lax.stop_gradient(carry)
+        _, trained = jax.lax.scan(body, carry, jnp.arange(free, steps))
+        return jnp.concatenate([jax.lax.stop_gradient(pushed), trained])
 
     def sample_loss(self, params, inputs, forcings, targets, member_keys):
-        """Sum over rollout steps of the weighted afCRPS; also per-channel afCRPS (C,) averaged over steps."""
+        """Mean over rollout steps of the weighted afCRPS; also per-channel afCRPS (C,) averaged over steps."""
         steps = targets.shape[0]
         trajectory = self.ensemble_rollout(params, inputs, forcings, member_keys, steps)
         norm = self.predictor.normalize
@@ -91,7 +147,7 @@ class Objective:
         per_step = jax.vmap(lambda x: losses.weighted_mean(x, self.area_weights, self.channel_weights))(pointwise)
         area = self.area_weights[:, None] / self.area_weights.mean()
         per_channel = (pointwise * area).mean(axis=(0, -2, -1))
-        return per_step.sum(), per_channel
+        return per_step.mean(), per_channel
 
     def batch_loss(self, params, batch, keys):
         """batch: dict of inputs (B, 2, C, ...), forcings (B, k + 2, F, ...), targets (B, k, C, ...);
@@ -110,8 +166,9 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
         (loss, per_channel), grads = jax.value_and_grad(objective.batch_loss, has_aux=True)(state.params, batch, keys)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ema = ema_update(state.ema, params, objective.cfg.ema_decay, state.step)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "crps": per_channel}
-        return TrainState(params, opt_state, state.step + 1), metrics
+        return TrainState(params, opt_state, state.step + 1, ema), metrics
 
     return train_step
 
@@ -127,6 +184,10 @@ def make_eval_step(objective: Objective, seed: int):
     return eval_step
 
 
-def init_state(predictor: Predictor, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(predictor: Predictor, optimizer: optax.GradientTransformation, seed: int,
+               ema: bool = False) -> TrainState:
+    """Fresh parameters from `seed`, the optimizer's initial state, step 0, and (with `ema`) an average
+    that starts at the parameters."""
     params = predictor.init_params(jax.random.key(np.uint32(seed)))
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32))
+    average = jax.tree.map(jnp.copy, params) if ema else None
+    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), average)
