@@ -77,19 +77,13 @@ def test_long_lead_validation_keeps_the_best_average_and_resumes_it(store, tmp_p
     best = min(scores, key=scores.get)
     _, params, meta = checkpoint.load_for_inference(tmp_path / "best")
     assert meta["step"] == best and meta["validation_score"] == pytest.approx(scores[best]) and meta["ema"]
-    mngr = checkpoint.manager(tmp_path)
-    online, _, step, ema = checkpoint.restore_training(mngr, loop.build_predictor(
-        exp, loop._sampler(exp, str(store), "train", 1), checkpoint_stats(tmp_path)), loop.train_step_lib.make_optimizer(exp.train))
+    predictor, latest_params, _ = checkpoint.load_for_inference(tmp_path)
+    online, _, step, ema = checkpoint.restore_training(checkpoint.manager(tmp_path), predictor,
+                                                       loop.train_step_lib.make_optimizer(exp.train))
     assert int(step) == 8 and ema is not None
-    _, latest_params, _ = checkpoint.load_for_inference(tmp_path)
     for a, b, c in zip(jax.tree.leaves(latest_params), jax.tree.leaves(ema), jax.tree.leaves(online)):
         np.testing.assert_array_equal(a, b)  # inference reads the average ...
     assert any(not np.array_equal(b, c) for b, c in zip(jax.tree.leaves(ema), jax.tree.leaves(online)))  # ... not the online weights
-
-
-def checkpoint_stats(workdir):
-    from weatherens.data import stats
-    return stats.load(Path(workdir) / "stats.nc")
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(store, tmp_path, capsys):

@@ -140,7 +140,8 @@ def test_long_lead_validation_against_brute_force(rollout_case):
     data = validation.ValidationSet(init_times=np.array(["2000-01-01", "2000-01-02"], "datetime64[ns]"),
                                     inputs=states(2, 2), forcings=np.full((2, 5, 1, 32, 64), 600.0, np.float32),
                                     truth=states(2, 2), lead_steps=(1, 3), climatology=states(5))
-    runner = validation.LongLeadValidation(p, data, members=3, seed=4, hours_per_step=6)
+    objective = step_lib.Objective(p, config.TrainConfig(members=3))
+    runner = validation.LongLeadValidation(objective, data, members=3, seed=4, hours_per_step=6)
     scores = runner(params)
     w = grid.latitude_weights(LAT)[:, None] / 64 / 32
     crps, var, err = [], [], []

@@ -124,7 +124,8 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
                                replicated)
     start = int(state.step)
     log = MetricsLog(workdir / "metrics.jsonl", start)
-    long_lead, best = _long_lead(exp, store, predictor, workdir) if cfg.validate_every and cfg.validation_inits else (None, None)
+    long_lead, best = (_long_lead(exp, store, eval_objective, workdir) if cfg.validate_every and cfg.validation_inits
+                       else (None, None))
 
     def save(state, into=mngr, extra=None):
         checkpoint.save(into, state.params, state.opt_state, state.step, predictor, exp, provenance, exp.data.static,
@@ -168,7 +169,8 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
                 last["validation"] = validate(val_sampler, cfg.validation_batches, eval_fn, state.inference_params(),
                                               predictor, batched)
                 log.write({"kind": "validation", "step": s, **last["validation"]})
-                if long_lead is not None and best is not None:
+                if long_lead is not None:
+                    assert best is not None  # made with long_lead
                     scores = long_lead(checkpoint.to_host(state.inference_params()))
                     log.write({"kind": "long_validation", "step": s, **scores})
                     if best.better(scores["score"]) and s not in best.manager.all_steps():  # a resumed run re-scores
@@ -201,9 +203,9 @@ class BestCheckpoint:
         return math.isfinite(score) and score < self.score
 
 
-def _long_lead(exp: Experiment, store: str, predictor: Predictor, workdir: Path):
-    data = long_validation.build_set(exp, store, predictor.channels)
-    runner = long_validation.LongLeadValidation(predictor, data, exp.train.validation_members, exp.train.seed + 3,
+def _long_lead(exp: Experiment, store: str, objective: train_step_lib.Objective, workdir: Path):
+    data = long_validation.build_set(exp, store, objective.predictor.channels)
+    runner = long_validation.LongLeadValidation(objective, data, exp.train.validation_members, exp.train.seed + 3,
                                                 exp.data.timestep_hours)
     return runner, BestCheckpoint(workdir)
 

@@ -6,11 +6,13 @@ scores it at `train.validation_lead_hours` (default 1, 5 and 10 days), per chann
 (`grid.latitude_weights`, as WeatherBench 2):
 
 - fair CRPS (Ferro 2014; `losses.crps_fair`) and its ratio to the fair CRPS of a climatological
-  ensemble: `climatology_members` states drawn once from the training split (the physics world
-  has no seasons and no diurnal cycle; for ERA5 the draw is restricted to the init's time of day),
-  scored against the same truths. A calibrated ensemble approaches 1 from below;
+  ensemble: `climatology_members` states drawn once from the training split at random, whatever
+  their season or time of day (right for the physics world, which has neither; on ERA5 this
+  climatology is broader than WeatherBench 2's, so the ratio is flattering), scored against the
+  same truths. A calibrated ensemble approaches 1 from below;
 - the debiased spread-skill ratio sqrt((M + 1) / M) * spread / RMSE (Fortin et al. 2014;
   `verify.metrics.spread_skill`), spread from the unbiased member variance;
+The members are the training objective's own rollout (`train.step.Objective.ensemble_rollout`).
 - the spectrum ratio: the members' mean power per total wavenumber over the truth's
   (`sphere.sht.power_spectrum`), as the mean ratio at l = 1-3 and the largest |ratio - 1| over l >= 4.
 
@@ -32,8 +34,9 @@ from weatherens.config import Experiment
 from weatherens.data import era5, forcings, pipeline
 from weatherens.errors import InputError
 from weatherens.model import noise
-from weatherens.model.predictor import Predictor
 from weatherens.train import losses
+from weatherens.train.step import Objective
+from weatherens.verify.metrics import spread_skill
 
 LARGE_SCALES = 3  # degrees 1..3: the "planetary" band of the spectrum ratio
 
@@ -90,10 +93,10 @@ def build_set(exp: Experiment, store: str, channels: tuple[str, ...], climatolog
 class LongLeadValidation:
     """Scores weights on a `ValidationSet` (module docstring). One compiled rollout, reused."""
 
-    def __init__(self, predictor: Predictor, data: ValidationSet, members: int, seed: int, hours_per_step: int):
+    def __init__(self, objective: Objective, data: ValidationSet, members: int, seed: int, hours_per_step: int):
         if members < 2:
             raise InputError(f"train.validation_members = {members}: spread and fair CRPS need at least 2")
-        self.predictor, self.data, self.members = predictor, data, members
+        self.objective, self.predictor, self.data, self.members = objective, objective.predictor, data, members
         self.lead_hours = tuple(int(s) * hours_per_step for s in data.lead_steps)
         self.keys = jax.vmap(lambda i: jax.vmap(lambda j: noise.member_key(
             jax.random.fold_in(jax.random.key(seed), i), j))(jnp.arange(members)))(jnp.arange(len(data.init_times)))
@@ -110,18 +113,8 @@ class LongLeadValidation:
 
     def _members_at_leads(self, params, inputs, forcing, keys):
         """(M, K, C, lat, lon): every member's states at the scored leads from one init."""
-        p, steps, at = self.predictor, max(self.data.lead_steps), jnp.asarray(self.data.lead_steps) - 1
-
-        def member(key):
-            def body(carry, n):
-                x_prev, x_now, state = carry
-                x_next, state = p.step(params, x_prev, x_now, forcing[n + 1], forcing[n + 2], noise.step_key(key, n), state)
-                return (x_now, x_next, state), x_next
-
-            _, trajectory = jax.lax.scan(body, (inputs[0], inputs[1], p.initial_noise(key)), jnp.arange(steps))
-            return trajectory[at]
-
-        return jax.vmap(member)(keys)
+        trajectory = self.objective.ensemble_rollout(params, inputs, forcing, keys, max(self.data.lead_steps))
+        return jnp.swapaxes(trajectory[jnp.asarray(self.data.lead_steps) - 1], 0, 1)
 
     def _score_one(self, ensemble, truth):
         """Sums for one init: ensemble (M, K, C, lat, lon), truth (K, C, lat, lon) -> per (K, C): CRPS,
@@ -153,7 +146,7 @@ def summarize(channels, lead_hours, members: int, crps, climatology_crps, varian
     `crps`, `crps_vs_climatology`, `ssr` (debiased), `spectrum_large` (mean member / truth power at
     l = 1-3) and `spectrum_worst` (max |member / truth - 1| over l >= 4), and `score`."""
     ratio_crps = crps / climatology_crps
-    ssr = np.sqrt((members + 1) / members * variance / error)
+    ssr = np.asarray(spread_skill(variance, error, members).ssr_debiased)
     power = member_power / truth_power
     large = power[..., 1:LARGE_SCALES + 1].mean(axis=-1)
     worst = np.abs(power[..., LARGE_SCALES + 1:] - 1.0).max(axis=-1)
