@@ -14,10 +14,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import optax
 import pytest
 
 from helpers import run_on_devices, wave_dataset, write_zarr
 from weatherens import checkpoint, config
+from weatherens.errors import InputError
 from weatherens.train import loop
 
 pytestmark = pytest.mark.slow  # trains, in this process and in child processes
@@ -84,6 +86,40 @@ def test_long_lead_validation_keeps_the_best_average_and_resumes_it(store, tmp_p
     for a, b, c in zip(jax.tree.leaves(latest_params), jax.tree.leaves(ema), jax.tree.leaves(online)):
         np.testing.assert_array_equal(a, b)  # inference reads the average ...
     assert any(not np.array_equal(b, c) for b, c in zip(jax.tree.leaves(ema), jax.tree.leaves(online)))  # ... not the online weights
+
+
+def test_init_from_continues_a_checkpoint_with_a_fresh_optimizer_at_its_step(store, tmp_path):
+    base = ("train.validate_every=0", "train.rollout_lengths=[1,2]", "train.rollout_starts=[0,4]",
+            "train.phase_learning_rates=[3e-3,1e-3]", "train.phase_warmup_steps=[2,0]", "train.ema_decay=0.9")
+    loop.train(tiny("train.steps=4", *base), str(store), tmp_path / "pre", progress=False)
+    exp = tiny("train.steps=5", *base, f"train.init_from={tmp_path / 'pre'}")
+    loop.train(exp, str(store), tmp_path / "fine", progress=False)
+    assert [r["step"] for r in records(tmp_path / "fine")] == [5]
+    predictor, pre_params, _ = checkpoint.load_for_inference(tmp_path / "pre")  # the average of steps 1-4
+    optimizer = loop.train_step_lib.make_optimizer(exp.train)
+    online, _, step, ema = checkpoint.restore_training(checkpoint.manager(tmp_path / "fine"), predictor, optimizer)
+    assert int(step) == 5 and checkpoint.load_meta(tmp_path / "fine")["provenance"]["init_from"] == str(tmp_path / "pre")
+    # By hand: one step of the rollout-2 phase (its rate at step 4, no warm-up) from the average, fresh moments.
+    sampler = loop._sampler(exp, str(store), "train", 2)
+    b = sampler.batch(4)
+    step_fn = jax.jit(loop.train_step_lib.make_train_step(loop.train_step_lib.Objective(predictor, exp.train),
+                                                          optimizer, exp.train.seed))
+    state = loop.train_step_lib.state_from(pre_params, 4, optimizer, ema=True)
+    want, _ = step_fn(state, {"inputs": b.inputs, "forcings": b.forcings, "targets": b.targets})
+    for a, w in zip(jax.tree.leaves(online), jax.tree.leaves(want.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(w), rtol=1e-5, atol=1e-7)
+    for a, w in zip(jax.tree.leaves(ema), jax.tree.leaves(want.ema)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(w), rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, p) for a, p in zip(jax.tree.leaves(online), jax.tree.leaves(pre_params)))
+    schedule = [s for s in jax.tree.leaves(want.opt_state, is_leaf=lambda s: isinstance(s, optax.ScaleByScheduleState))
+                if isinstance(s, optax.ScaleByScheduleState)]
+    assert [int(s.count) for s in schedule] == [5]  # the rate followed the global step (1e-3 at 4), not step 0
+    with pytest.raises(InputError, match="model.increment_lmax"):
+        loop.train(tiny("train.steps=6", *base, "model.increment_lmax=8", f"train.init_from={tmp_path / 'pre'}"),
+                   str(store), tmp_path / "other", progress=False)
+    with pytest.raises(InputError, match="not before train.steps"):
+        loop.train(tiny("train.steps=4", *base, f"train.init_from={tmp_path / 'pre'}"), str(store), tmp_path / "late",
+                   progress=False)
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(store, tmp_path, capsys):

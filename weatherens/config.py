@@ -177,6 +177,11 @@ class TrainConfig:
     # without gradient, Brandstetter et al. 2022); 0: through every step
     gradient_steps: int = 0
     ema_decay: float = 0.0  # exponential moving average of the weights (inference and selection use it); 0: off
+    # Start a run whose workdir holds no checkpoint from another checkpoint's inference weights (a
+    # training workdir, or the name of a shipped one in checkpoints/): at that checkpoint's step, with
+    # its normalisation statistics and a fresh optimizer state, so that phases added after its step
+    # extend its recipe. The model config and channels must be the checkpoint's. "": from scratch
+    init_from: str = ""
     remat: bool = True  # rematerialise each rollout step in the backward pass (memory ~ one step)
     seed: int = 0  # parameters and noise; the data order has data.seed
     log_every: int = 10

@@ -30,8 +30,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from weatherens import checkpoint, grid, sharding
+from weatherens import checkpoint, config, grid, sharding
 from weatherens.config import Experiment
+from weatherens.errors import InputError
 from weatherens.data import era5, stats
 from weatherens.data.pipeline import Sampler
 from weatherens.model.predictor import Predictor
@@ -105,6 +106,9 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     table = _statistics(exp, store, workdir)
     first = _sampler(exp, store, "train", rollout_length(exp, 0))
     predictor = build_predictor(exp, first, table)
+    start_from = initial_weights(exp, first) if cfg.init_from else None
+    if start_from is not None:
+        predictor = start_from[0]
     optimizer = train_step_lib.make_optimizer(cfg)
     objective = train_step_lib.Objective(predictor, cfg)
     eval_objective = train_step_lib.Objective(predictor, dataclasses.replace(cfg, alpha=1.0))
@@ -119,6 +123,12 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
         params, opt_state, step0, ema = checkpoint.restore_training(mngr, predictor, optimizer, sharding=replicated)
         state = train_step_lib.TrainState(params, opt_state, cast(jax.Array, step0), ema)  # placed: a jax.Array
         logger.warning("train: resuming from the checkpoint at step %d", int(step0))
+    elif start_from is not None:
+        _, params, init_step, source = start_from
+        state = jax.device_put(train_step_lib.state_from(params, init_step, optimizer, ema=cfg.ema_decay > 0),
+                               replicated)
+        provenance["statistics"] = provenance["init_from"] = str(source)
+        logger.warning("train: starting from the weights of %s at step %d", source, init_step)
     else:
         state = jax.device_put(train_step_lib.init_state(predictor, optimizer, cfg.seed, ema=cfg.ema_decay > 0),
                                replicated)
@@ -189,6 +199,36 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     return {**last, "start_step": start, "data_wait_share": wait_s / max(wait_s + busy_s, 1e-9),
             "first_step_s": compile_s, "step_s": step_s, "samples_per_s": global_batch / step_s if timed else 0.0,
             "workdir": str(workdir)}
+
+
+def initial_weights(exp: Experiment, sampler: Sampler) -> tuple[Predictor, Any, int, Path]:
+    """(predictor, inference params, step, folder) of the checkpoint that `train.init_from` names: a
+    training workdir, or the name of a shipped checkpoint. Its model config, channels, forcings and
+    grid must be this run's; the predictor keeps its normalisation statistics (the weights' units)."""
+    from weatherens.demo import SHIPPED
+
+    name = exp.train.init_from
+    path = Path(name) if Path(name).exists() else SHIPPED / name
+    if not path.exists():
+        raise InputError(f"train.init_from: {name!r} is neither a folder nor a checkpoint shipped in {SHIPPED}")
+    predictor, params, meta = checkpoint.load_for_inference(path)
+    trained, here = meta["config"]["model"], config.to_dict(exp.model)
+    for key, value in here.items():
+        if trained.get(key) != value:
+            raise InputError(f"{path}: train.init_from needs this run's model (model.{key}: {trained.get(key)!r} "
+                             f"there, {value!r} here)")
+    for what, there, mine in (("channels", list(predictor.channels), list(sampler.channels)),
+                              ("forcings", list(predictor.forcings), list(exp.data.forcings))):
+        if there != mine:
+            raise InputError(f"{path}: train.init_from needs this run's {what} ({there} there, {mine} here)")
+    if predictor.lat.shape != sampler.lat.shape or not np.allclose(predictor.lat, sampler.lat) \
+            or not np.allclose(predictor.lon, sampler.lon):
+        raise InputError(f"{path}: train.init_from needs this run's grid ({predictor.lat.size} x {predictor.lon.size} "
+                         f"there, {sampler.lat.size} x {sampler.lon.size} here)")
+    step = int(meta["step"])
+    if step >= exp.train.steps:
+        raise InputError(f"{path}: its step {step} is not before train.steps = {exp.train.steps}; add phases after it")
+    return predictor, params, step, path
 
 
 class BestCheckpoint:
