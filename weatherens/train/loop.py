@@ -103,12 +103,17 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     sharding.check_batch(exp.data.batch_size * jax.process_count(), mesh)
     replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
-    table = _statistics(exp, store, workdir)
     first = _sampler(exp, store, "train", rollout_length(exp, 0))
-    predictor = build_predictor(exp, first, table)
+    provenance = {"store": str(store), "train": dataclasses.asdict(exp.data.train)}
     start_from = initial_weights(exp, first) if cfg.init_from else None
-    if start_from is not None:
-        predictor = start_from[0]
+    if start_from is None:
+        table = _statistics(exp, store, workdir)
+        predictor = build_predictor(exp, first, table)
+        provenance |= {"statistics": str(workdir / "stats.nc"), "statistics_source": table.attrs.get("source", "")}
+    else:  # the weights' units: the statistics of the checkpoint they come from
+        predictor, source_meta = start_from[0], start_from[4]
+        provenance |= {key: source_meta["provenance"].get(key, "") for key in ("statistics", "statistics_source")}
+        provenance["init_from"] = str(start_from[3])
     optimizer = train_step_lib.make_optimizer(cfg)
     objective = train_step_lib.Objective(predictor, cfg)
     eval_objective = train_step_lib.Objective(predictor, dataclasses.replace(cfg, alpha=1.0))
@@ -117,17 +122,14 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
 
     val_sampler = validation_sampler(exp, store) if cfg.validate_every else None
     mngr = checkpoint.manager(workdir, keep=cfg.keep_checkpoints)
-    provenance = {"store": str(store), "train": dataclasses.asdict(exp.data.train),
-                  "statistics": str(workdir / "stats.nc"), "statistics_source": table.attrs.get("source", "")}
     if mngr.latest_step() is not None:
         params, opt_state, step0, ema = checkpoint.restore_training(mngr, predictor, optimizer, sharding=replicated)
         state = train_step_lib.TrainState(params, opt_state, cast(jax.Array, step0), ema)  # placed: a jax.Array
         logger.warning("train: resuming from the checkpoint at step %d", int(step0))
     elif start_from is not None:
-        _, params, init_step, source = start_from
+        _, params, init_step, source, _ = start_from
         state = jax.device_put(train_step_lib.state_from(params, init_step, optimizer, ema=cfg.ema_decay > 0),
                                replicated)
-        provenance["statistics"] = provenance["init_from"] = str(source)
         logger.warning("train: starting from the weights of %s at step %d", source, init_step)
     else:
         state = jax.device_put(train_step_lib.init_state(predictor, optimizer, cfg.seed, ema=cfg.ema_decay > 0),
@@ -201,8 +203,8 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
             "workdir": str(workdir)}
 
 
-def initial_weights(exp: Experiment, sampler: Sampler) -> tuple[Predictor, Any, int, Path]:
-    """(predictor, inference params, step, folder) of the checkpoint that `train.init_from` names: a
+def initial_weights(exp: Experiment, sampler: Sampler) -> tuple[Predictor, Any, int, Path, dict[str, Any]]:
+    """(predictor, inference params, step, folder, meta) of the checkpoint that `train.init_from` names: a
     training workdir, or the name of a shipped checkpoint. Its model config, channels, forcings and
     grid must be this run's; the predictor keeps its normalisation statistics (the weights' units)."""
     from weatherens.demo import SHIPPED
@@ -228,7 +230,7 @@ def initial_weights(exp: Experiment, sampler: Sampler) -> tuple[Predictor, Any, 
     step = int(meta["step"])
     if step >= exp.train.steps:
         raise InputError(f"{path}: its step {step} is not before train.steps = {exp.train.steps}; add phases after it")
-    return predictor, params, step, path
+    return predictor, params, step, path, meta
 
 
 class BestCheckpoint:

@@ -188,17 +188,18 @@ def init_state(predictor: Predictor, optimizer: optax.GradientTransformation, se
                ema: bool = False) -> TrainState:
     """Fresh parameters from `seed`, the optimizer's initial state, step 0, and (with `ema`) an average
     that starts at the parameters."""
-    params = predictor.init_params(jax.random.key(np.uint32(seed)))
-    average = jax.tree.map(jnp.copy, params) if ema else None
-    return TrainState(params, optimizer.init(params), jnp.zeros((), jnp.int32), average)
+    return state_from(predictor.init_params(jax.random.key(np.uint32(seed))), 0, optimizer, ema)
 
 
 def state_from(params: nnx.State, step: int, optimizer: optax.GradientTransformation, ema: bool = False) -> TrainState:
     """Training state that starts at `step` from given weights (`train.init_from`): the optimizer's
     initial state (fresh Adam moments, bias correction from 0) with its learning-rate schedule at
     `step`, and, with `ema`, an average that starts at the weights."""
+    def schedule_at_step(s):
+        return s._replace(count=jnp.asarray(step, jnp.int32)) if isinstance(s, optax.ScaleByScheduleState) else s
+
     params = jax.tree.map(jnp.asarray, params)
-    opt_state = jax.tree.map(lambda s: s._replace(count=jnp.asarray(step, jnp.int32)) if isinstance(s, optax.ScaleByScheduleState) else s,
-                             optimizer.init(params), is_leaf=lambda s: isinstance(s, optax.ScaleByScheduleState))
+    opt_state = jax.tree.map(schedule_at_step, optimizer.init(params),
+                             is_leaf=lambda s: isinstance(s, optax.ScaleByScheduleState))
     average = jax.tree.map(jnp.copy, params) if ema else None
     return TrainState(params, opt_state, jnp.asarray(step, jnp.int32), average)  # no buffer shared (donation)
