@@ -7,6 +7,11 @@
 
 Needs only Python >= 3.11 with pip. The environment lives in `.venv` beside pyproject.toml
 (or in $WEATHERENS_VENV) and is rebuilt when pyproject.toml changes.
+
+On Linux the commands run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (unless GLIBC_TUNABLES is
+already set): XLA on CPU takes fresh memory for its buffers at every call of a compiled step, and
+with 4 KiB pages the page faults cost a third of a training step; transparent huge pages for
+malloc'd memory cut them 20 to 400-fold (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -69,6 +74,14 @@ def _install(py: str, requirement: str) -> None:
     subprocess.run([py, "-m", "pip", "install", "-q", "-e", requirement], check=True)
 
 
+def run_environment() -> dict[str, str]:
+    """The environment for the commands: this one, with malloc's huge pages on Linux (glibc >= 2.35)."""
+    env = dict(os.environ)
+    if sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in env:
+        env["GLIBC_TUNABLES"] = "glibc.malloc.hugetlb=1"  # older glibc ignores an unknown tunable
+    return env
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test"):
         print(__doc__)
@@ -82,7 +95,7 @@ def main(argv: list[str]) -> int:
         rest = [a for a in rest if a != "--fast"]
         # files in their collected order (tests/conftest.py puts the longest first), not by test count
         cmd = [str(_bin("python")), "-m", "pytest", "-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", *fast, *rest]
-    return subprocess.run(cmd, cwd=ROOT).returncode
+    return subprocess.run(cmd, cwd=ROOT, env=run_environment()).returncode
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from weatherens import config, grid
 from weatherens.model import noise
 from weatherens.model.layers import ConditionalLayerNorm, SpectralConvolution
 from weatherens.model.predictor import Predictor, constant_features
+from weatherens.sphere import legendre
 from weatherens.sphere.sht import SphericalHarmonicTransform
 
 LAT, LON = grid.equiangular_latitudes(32), grid.longitudes(64)
@@ -74,10 +75,10 @@ def test_noise_comes_only_from_the_key(predictor):
 
 def test_conditional_layer_norm_starts_deaf_to_the_noise():
     norm = ConditionalLayerNorm(5, 3, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(0), (2, 5, 4, 8))
+    x = jax.random.normal(jax.random.key(0), (2, 4, 8, 5))  # (batch, lat, lon, channel)
     z1, z2 = jax.random.normal(jax.random.key(1), (2, 2, 3))
     np.testing.assert_array_equal(norm(x, z1), norm(x, z2))
-    ref = (x - x.mean(1, keepdims=True)) / jnp.sqrt(x.var(1, keepdims=True) + 1e-6)
+    ref = (x - x.mean(-1, keepdims=True)) / jnp.sqrt(x.var(-1, keepdims=True) + 1e-6)
     np.testing.assert_allclose(norm(x, z1), ref, rtol=1e-5, atol=1e-5)
     norm.scale[...] = jnp.ones_like(norm.scale[...])
     assert not np.allclose(norm(x, z1), norm(x, z2))
@@ -87,9 +88,9 @@ def test_spectral_convolution_commutes_with_rotation_about_the_axis():
     sht = SphericalHarmonicTransform(LAT, 64, 15)
     conv = SpectralConvolution(3, sht, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(2), (3, 32, 64))
-    x = sht.synthesis(sht.analysis(x))  # band-limited, so the grid shift is an exact rotation
-    shifted = conv(jnp.roll(x, 5, axis=-1))
-    np.testing.assert_allclose(shifted, jnp.roll(conv(x), 5, axis=-1), atol=1e-4 * float(jnp.abs(conv(x)).max()))
+    x = jnp.moveaxis(sht.synthesis(sht.analysis(x)), 0, -1)  # band-limited, so the grid shift is an exact rotation
+    shifted = conv(jnp.roll(x, 5, axis=-2))
+    np.testing.assert_allclose(shifted, jnp.roll(conv(x), 5, axis=-2), atol=1e-4 * float(jnp.abs(conv(x)).max()))
 
 
 def test_spherical_noise_has_unit_variance_and_ar1_correlation():
@@ -148,3 +149,49 @@ def test_model_sizes_in_configs():
         sizes[name] = exp.model
     assert sizes["tiny"].embed_dim < sizes["small"].embed_dim < sizes["base"].embed_dim
     assert dataclasses.replace(TINY, blocks=2).blocks == 2
+
+
+def reference_forecaster(params: nnx.State, features: np.ndarray, z: np.ndarray, sht: SphericalHarmonicTransform) -> np.ndarray:
+    """The network written out channels-first in float64 numpy, one formula per line (no layout tricks).
+
+    features (N, C_in, lat, lon), z (N, D) -> (N, C_out, lat, lon). Spectral convolution through
+    the numpy float64 transform `legendre.sh_analysis` / `sh_synthesis` with complex weights.
+    """
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), nnx.to_pure_dict(params))
+    gelu = lambda x: np.asarray(jax.nn.gelu(x))  # noqa: E731 (float32 tanh approximation: the model's)
+
+    def linear(x, layer):  # x (N, C, lat, lon)
+        return np.einsum("nihw,io->nohw", x, layer["kernel"]) + layer["bias"][:, None, None]
+
+    def mlp(x, m):
+        return linear(gelu(linear(x, m["inner"])), m["outer"])
+
+    def norm(x, n):
+        y = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-6)
+        return y * (1 + z @ n["scale"])[:, :, None, None] + (z @ n["shift"])[:, :, None, None]
+
+    def spectral(x, w):
+        a = legendre.sh_analysis(x, LAT, sht.lmax)
+        return legendre.sh_synthesis(np.einsum("nilm,iol->nolm", a, w[0] + 1j * w[1]), LAT, 64)
+
+    h = mlp(np.asarray(features, np.float64), p["encoder"])
+    for b in p["blocks"].values():
+        y = norm(h, b["norm_spectral"])
+        h = h + gelu(spectral(y, b["spectral"]["weight"]) + linear(y, b["skip"]))
+        h = h + mlp(norm(h, b["norm_mlp"]), b["mlp"])
+    return mlp(h, p["decoder"])
+
+
+def test_network_equals_its_formulas_written_channels_first():
+    from weatherens.model.network import SphericalForecaster
+
+    cfg = dataclasses.replace(TINY, blocks=2, embed_dim=6)
+    sht = SphericalHarmonicTransform(LAT, 64, 12)
+    net = SphericalForecaster(5, 3, cfg, sht, rngs=nnx.Rngs(params=0))
+    params = perturbed(nnx.split(net)[1], jax.random.key(4), 0.3)  # live norms, decoder and noise response
+    features = jax.random.normal(jax.random.key(1), (2, 5, 32, 64))
+    z = jax.random.normal(jax.random.key(2), (2, cfg.noise_dim))
+    got = jax.jit(lambda p, f, z: nnx.merge(nnx.split(net)[0], p)(f, z))(params, features, z)
+    want = reference_forecaster(params, np.asarray(features), np.asarray(z, np.float64), sht)
+    assert got.shape == want.shape == (2, 3, 32, 64)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-5 * np.abs(want).max())

@@ -186,3 +186,12 @@ def test_summary_spectrum_ratios_by_hand():
     assert out["ssr"]["24h"]["x"] == pytest.approx(1.0)  # sqrt(5/4 * 1 / 1.25)
     assert out["spectrum_large"]["24h"]["x"] == pytest.approx(3.0)
     assert out["spectrum_worst"]["24h"]["x"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("steps, gradient_steps, rematerialised", [(1, 0, False), (3, 1, False), (3, 0, True), (3, 2, True)])
+def test_rematerialisation_only_where_several_steps_carry_a_gradient(rollout_case, steps, gradient_steps, rematerialised):
+    p, params, inputs, forcings, targets, keys = rollout_case
+    objective = step_lib.Objective(p, config.TrainConfig(members=2, gradient_steps=gradient_steps, remat=True))
+    loss_fn = lambda w: objective.sample_loss(w, inputs, forcings, targets[:steps], keys)[0]  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss_fn))(params))
+    assert ("checkpoint" in jaxpr or "remat" in jaxpr) == rematerialised

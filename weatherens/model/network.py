@@ -1,6 +1,6 @@
 """The stochastic spherical forecaster network (flax.nnx), SFNO-style with noise-conditioned norms.
 
-    features (..., C_in, lat, lon) --encoder MLP--> h (..., E, lat, lon)
+    features (..., C_in, lat, lon) --encoder MLP--> h (..., lat, lon, E)   (channels last inside)
     repeat `blocks` times:
         h = h + GELU(SpectralConv(CLN(h, z)) + Linear(CLN(h, z)))        (SFNO block, Bonev et al. 2023)
         h = h + MLP(CLN(h, z))
@@ -15,6 +15,7 @@ predicts a zero residual (persistence).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from weatherens.config import ModelConfig
@@ -47,7 +48,7 @@ class SphericalForecaster(nnx.Module):
         self.decoder = PointwiseMLP(width, hidden, out_channels, rngs=rngs, zero_out=True)
 
     def __call__(self, features: jax.Array, z: jax.Array) -> jax.Array:
-        h = self.encoder(features)
+        h = self.encoder(jnp.moveaxis(features, -3, -1))  # the blocks work channels-last (`layers`)
         for block in self.blocks:
             h = block(h, z)
-        return self.decoder(h)
+        return jnp.moveaxis(self.decoder(h), -1, -3)

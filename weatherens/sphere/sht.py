@@ -98,6 +98,16 @@ class SphericalHarmonicTransform:
         obj._analysis, obj._legendre = leaves
         return obj
 
+    @property
+    def analysis_table(self) -> jax.Array:
+        """A[m, l, j], (mmax + 1, lmax + 1, nlat): Fourier coefficient F_m(φ_j) -> a_lm (zero for l < m)."""
+        return self._analysis
+
+    @property
+    def legendre_table(self) -> jax.Array:
+        """P̄[m, j, l] = P̄_lm(sin φ_j), (mmax + 1, nlat, lmax + 1): a_lm -> F_m(φ_j) (zero for l < m)."""
+        return self._legendre
+
     def __repr__(self) -> str:
         return (
             f"SphericalHarmonicTransform(nlat={self.nlat}, nlon={self.nlon}, lmax={self.lmax}, "

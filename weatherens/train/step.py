@@ -125,11 +125,12 @@ class Objective:
         def with_gradient(carry, n):
             return advance(params, carry, n)
 
-        body = jax.checkpoint(with_gradient) if self.cfg.remat else with_gradient
         m = member_keys.shape[0]
         x_prev, x_now = (jnp.broadcast_to(x, (m,) + x.shape) for x in (inputs[0], inputs[1]))
         carry = (x_prev, x_now, jax.vmap(p.initial_noise)(member_keys))
         free = steps - self.cfg.gradient_steps if 0 < self.cfg.gradient_steps < steps else 0
+        # one step with gradient keeps its activations anyway: rematerialising it only adds a forward pass
+        body = jax.checkpoint(with_gradient) if self.cfg.remat and steps - free > 1 else with_gradient
         if free == 0:
             return jax.lax.scan(body, carry, jnp.arange(steps))[1]
         frozen = jax.lax.stop_gradient(params)
