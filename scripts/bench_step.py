@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from weatherens import checkpoint, config
-from weatherens.demo import SHIPPED
+from weatherens.shipped import CHECKPOINTS
 from weatherens.train import step as train_step_lib
 
 
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, nargs="+", default=[1, 8, 16, 32])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    predictor, params, meta = checkpoint.load_for_inference(SHIPPED / args.checkpoint)
+    predictor, params, meta = checkpoint.load_for_inference(CHECKPOINTS / args.checkpoint)
     exp = config.from_dict(meta["config"])
     cfg = exp.train
     k = cfg.gradient_steps

@@ -32,22 +32,9 @@ import xarray as xr
 from weatherens import config, files
 from weatherens.data.names import MEMBER_DIM
 from weatherens.errors import InputError, WeatherensError
+from weatherens.shipped import CHECKPOINTS, CONFIGS
 from weatherens.world import store as world_store
 
-
-def shipped_folder(name: str) -> Path:
-    """The folder `name` ('configs' or 'checkpoints') that weatherens ships: the checkout's, beside
-    pyproject.toml (a source tree or an editable install), else the copy inside the installed package
-    (a wheel holds them as weatherens/configs and weatherens/checkpoints; see pyproject.toml)."""
-    package = Path(__file__).resolve().parent
-    checkout = package.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
-        return checkout / name
-    return package / name
-
-
-CONFIGS = shipped_folder("configs")
-SHIPPED = shipped_folder("checkpoints")
 NAMES = ("weatherens", *config.BASELINES)
 SCORECARD_CHANNELS = (("geopotential", 500), ("temperature", 850), ("2m_temperature", None))
 # Scored at every level (the time budget: `weatherens verify` of the forecasts in RUN_DIR/forecasts
@@ -131,7 +118,7 @@ def checkpoint_dir(exp: config.Experiment, world: Path, cache: Path, retrain: bo
     from weatherens import checkpoint
     from weatherens.train import loop
 
-    shipped = SHIPPED / exp.demo.checkpoint
+    shipped = CHECKPOINTS / exp.demo.checkpoint
     if not retrain and shipped.exists():
         meta = checkpoint.load_meta(shipped)
         misfit = checkpoint_misfit(meta["config"], exp)

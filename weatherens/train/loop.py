@@ -30,7 +30,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from weatherens import checkpoint, config, grid, sharding
+from weatherens import checkpoint, config, grid, sharding, shipped
 from weatherens.config import Experiment
 from weatherens.errors import InputError
 from weatherens.data import era5, stats
@@ -207,12 +207,10 @@ def initial_weights(exp: Experiment, sampler: Sampler) -> tuple[Predictor, Any, 
     """(predictor, inference params, step, folder, meta) of the checkpoint that `train.init_from` names: a
     training workdir, or the name of a shipped checkpoint. Its model config, channels, forcings and
     grid must be this run's; the predictor keeps its normalisation statistics (the weights' units)."""
-    from weatherens.demo import SHIPPED
-
     name = exp.train.init_from
-    path = Path(name) if Path(name).exists() else SHIPPED / name
+    path = Path(name) if Path(name).exists() else shipped.CHECKPOINTS / name
     if not path.exists():
-        raise InputError(f"train.init_from: {name!r} is neither a folder nor a checkpoint shipped in {SHIPPED}")
+        raise InputError(f"train.init_from: {name!r} is neither a folder nor a checkpoint shipped in {shipped.CHECKPOINTS}")
     predictor, params, meta = checkpoint.load_for_inference(path)
     trained, here = meta["config"]["model"], config.to_dict(exp.model)
     for key, value in here.items():
