@@ -96,21 +96,22 @@ def forward_macs(network: str) -> float:
     Pointwise layers: C_in x C_out per grid point. Spectral convolution: analysis and synthesis
     2 (real, imaginary) x C x nlat per (l, m) pair computed; the mix 4 x C x C per pair (complex).
     torch-harmonics contracts the whole (lmax + 1) x (mmax + 1) = 32 x 32 rectangle; ours the
-    groups of orders of `layers._order_chunks` with their degrees l >= m0 (640 of 1024 pairs).
+    groups of orders of `layers.order_chunks` with their degrees l >= m0 (640 of 1024 pairs).
     Theirs (0.9.3): encoder 42 -> 48 and decoder 48 -> 18 single 1 x 1 convolutions, per block the
     spectral convolution and an MLP 48 -> 72 -> 48. Ours: MLP encoder 42 -> 72 -> 48 and decoder
     48 -> 72 -> 18, per block the spectral convolution, a 48 -> 48 skip and an MLP 48 -> 72 -> 48
     (the conditional norms' z-projections are per sample, negligible).
     """
-    from weatherens.model.layers import _order_chunks
+    from weatherens.model.layers import order_chunks
 
     hidden, points, c = int(RATIO * WIDTH), NLAT * NLON, WIDTH
+    degrees = NLAT  # ours: lmax = nlat - 1 on this grid without poles; theirs: lmax = mmax = nlat modes
     if network == "weatherens":
         pointwise = IN * hidden + hidden * c + BLOCKS * (c * c + 2 * c * hidden) + c * hidden + hidden * OUT
-        pairs = sum((m1 - m0) * (32 - m0) for m0, m1 in _order_chunks(32))
+        pairs = sum((m1 - m0) * (degrees - m0) for m0, m1 in order_chunks(degrees))
     else:
         pointwise = IN * c + BLOCKS * 2 * c * hidden + c * OUT
-        pairs = 32 * 32
+        pairs = degrees * degrees
     spectral = BLOCKS * pairs * (2 * 2 * c * NLAT + 4 * c * c)
     return float(pointwise * points + spectral)
 

@@ -10,8 +10,8 @@ Needs only Python >= 3.11 with pip. The environment lives in `.venv` beside pypr
 
 On Linux the commands run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (unless GLIBC_TUNABLES is
 already set): XLA on CPU takes fresh memory for its buffers at every call of a compiled step, and
-with 4 KiB pages the page faults cost a third of a training step; transparent huge pages for
-malloc'd memory cut them 20 to 400-fold (docs/benchmarks.md).
+with 4 KiB pages the page faults are a large part of a training step; transparent huge pages for
+malloc'd memory cut their number (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Building blocks of the spherical forecaster (flax.nnx), on channels-last arrays (..., lat, lon, channel).
 
 Channels last, because on CPU the pointwise layers are then plain (points x C) @ (C x C') matmuls
-and the layer norm reduces over contiguous memory: the network's gradient takes 1.4 x less time
-than with channels before the grid (docs/benchmarks.md). The parameters do not depend on the
-layout.
+and the layer norm reduces over contiguous memory, which makes the network's gradient faster than
+with channels before the grid (measured in docs/benchmarks.md). The parameters do not depend on
+the layout.
 
 - `ChannelLinear`: a 1 x 1 convolution, the same linear map of the channels at every grid point.
 - `PointwiseMLP`: two of them with a GELU between.
@@ -38,7 +38,7 @@ class ChannelLinear(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
-        # one 2-D matmul: its gradient is twice as fast on CPU as that of an einsum over (..., i)
+        # one 2-D matmul: on CPU its gradient is faster than an einsum's over (..., i) (docs/benchmarks.md)
         y = jnp.dot(x.reshape(-1, kernel.shape[0]), kernel, precision=_HIGHEST)
         return y.reshape(x.shape[:-1] + (kernel.shape[1],)) + self.bias[...]
 
@@ -81,10 +81,10 @@ class _Static:
         self.transform = value
 
 
-_ORDER_CHUNKS = 4  # forward + gradient of one convolution: 61 / 51 / 67 ms with 2 / 4 / 8 groups, 65 with 1 (64 x 32, width 48, batch 16, 2 cores)
+_ORDER_CHUNKS = 4  # chosen by timing 1, 2, 4 and 8 groups (docs/benchmarks.md)
 
 
-def _order_chunks(orders: int) -> list[tuple[int, int]]:
+def order_chunks(orders: int) -> list[tuple[int, int]]:
     """[(m0, m1), ...]: `_ORDER_CHUNKS` (or fewer) contiguous groups covering orders 0..orders - 1."""
     bounds = np.unique(np.linspace(0, orders, min(_ORDER_CHUNKS, orders) + 1).astype(int))
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
@@ -122,7 +122,7 @@ class SpectralConvolution(nnx.Module):
                                      jnp.concatenate([-w_im, w_re], axis=2)], axis=1)  # (l, 2C_in, 2C_out)
         analysis, legendre = sht.analysis_table, sht.legendre_table
         pieces = []
-        for m0, m1 in _order_chunks(sht.mmax + 1):  # orders m0 <= m < m1 have degrees l >= m0 only
+        for m0, m1 in order_chunks(sht.mmax + 1):  # orders m0 <= m < m1 have degrees l >= m0 only
             coeffs = jnp.einsum("njmk,mlj->lmnk", parts[:, :, m0:m1], analysis[m0:m1, m0:], precision=_HIGHEST)
             mixed = jnp.einsum("lmnk,lko->lmno", coeffs, real_form[m0:], precision=_HIGHEST)  # (l, m, N, 2C_out)
             pieces.append(jnp.einsum("lmno,mjl->njmo", mixed, legendre[m0:m1, :, m0:], precision=_HIGHEST))
