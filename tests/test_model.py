@@ -84,6 +84,27 @@ def test_conditional_layer_norm_starts_deaf_to_the_noise():
     assert not np.allclose(norm(x, z1), norm(x, z2))
 
 
+def test_scale_only_conditional_layer_norm_is_its_formula_and_holds_no_shift():
+    full = ConditionalLayerNorm(5, 3, rngs=nnx.Rngs(0))
+    scale_only = ConditionalLayerNorm(5, 3, rngs=nnx.Rngs(0), shift=False)
+    assert set(nnx.state(full, nnx.Param)) == {"scale", "shift"}
+    assert set(nnx.state(scale_only, nnx.Param)) == {"scale"}
+    x = np.asarray(jax.random.normal(jax.random.key(0), (2, 4, 8, 5)), np.float64)
+    z = np.asarray(jax.random.normal(jax.random.key(1), (2, 3)), np.float64)
+    a = np.asarray(jax.random.normal(jax.random.key(2), (3, 5)), np.float64)
+    b = np.asarray(jax.random.normal(jax.random.key(3), (3, 5)), np.float64)
+    for norm in (full, scale_only):
+        norm.scale[...] = jnp.asarray(a, jnp.float32)
+    full.shift[...] = jnp.asarray(b, jnp.float32)
+    ln = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+    gamma = (1.0 + z @ a)[:, None, None, :]
+    np.testing.assert_allclose(scale_only(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32)), ln * gamma,
+                               rtol=1e-5, atol=1e-5)
+    # the full norm's extra term is the same constant z B at every grid point
+    extra = np.asarray(full(jnp.asarray(x, jnp.float32), jnp.asarray(z, jnp.float32))) - ln * gamma
+    np.testing.assert_allclose(extra, np.broadcast_to((z @ b)[:, None, None, :], extra.shape), rtol=1e-5, atol=1e-5)
+
+
 def test_spectral_convolution_commutes_with_rotation_about_the_axis():
     sht = SphericalHarmonicTransform(LAT, 64, 15)
     conv = SpectralConvolution(3, sht, rngs=nnx.Rngs(0))

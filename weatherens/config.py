@@ -132,6 +132,7 @@ class ModelConfig:
     mlp_ratio: float = 2.0  # hidden width of the pointwise MLPs, as a multiple of embed_dim
     lmax: int = 0  # largest spherical-harmonic degree of the spectral convolutions; 0: the grid's
     noise_dim: int = 16  # latent noise vector per member and step, fed to the conditional layer norms
+    noise_shift: bool = True  # the conditional norms shift by z B (global constants) as well as scale; False: scale only
     noise_fields: int = 0  # spatially correlated noise channels on the sphere (AR(1) in spectral space); 0: off
     noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum
     noise_field_rho: float = 0.5  # AR(1) correlation of the noise fields from one step to the next

@@ -58,18 +58,23 @@ class ConditionalLayerNorm(nnx.Module):
     """LN over the channel axis (-1), then scale (1 + z A) and shift (z B) from the noise vector z.
 
     x: (..., lat, lon, C); z: (..., D) with the same leading dims. A and B (D, C) start at zero.
+    `shift=False` keeps the scale only: z B is constant over the sphere, so the shift adds the noise
+    to every channel's global mean (degree 0) at every block, while the scale only modulates the
+    normalised field's own pattern.
     """
 
-    def __init__(self, channels: int, noise_dim: int, *, rngs: nnx.Rngs, eps: float = 1e-6):
+    def __init__(self, channels: int, noise_dim: int, *, rngs: nnx.Rngs, eps: float = 1e-6, shift: bool = True):
         self.eps = eps
         self.scale = nnx.Param(jnp.zeros((noise_dim, channels), jnp.float32))
-        self.shift = nnx.Param(jnp.zeros((noise_dim, channels), jnp.float32))
+        self.shift = nnx.Param(jnp.zeros((noise_dim, channels), jnp.float32)) if shift else None
 
     def __call__(self, x: jax.Array, z: jax.Array) -> jax.Array:
         mean = x.mean(axis=-1, keepdims=True)
         var = jnp.square(x - mean).mean(axis=-1, keepdims=True)
         y = (x - mean) * jax.lax.rsqrt(var + self.eps)
         gamma = 1.0 + jnp.einsum("...d,dc->...c", z, self.scale[...], precision=_HIGHEST)
+        if self.shift is None:
+            return y * gamma[..., None, None, :]
         beta = jnp.einsum("...d,dc->...c", z, self.shift[...], precision=_HIGHEST)
         return y * gamma[..., None, None, :] + beta[..., None, None, :]
 

@@ -24,11 +24,12 @@ from weatherens.sphere.sht import SphericalHarmonicTransform
 
 
 class SphericalBlock(nnx.Module):
-    def __init__(self, width: int, hidden: int, noise_dim: int, sht: SphericalHarmonicTransform, *, rngs: nnx.Rngs):
-        self.norm_spectral = ConditionalLayerNorm(width, noise_dim, rngs=rngs)
+    def __init__(self, width: int, hidden: int, noise_dim: int, sht: SphericalHarmonicTransform, *, rngs: nnx.Rngs,
+                 noise_shift: bool = True):
+        self.norm_spectral = ConditionalLayerNorm(width, noise_dim, rngs=rngs, shift=noise_shift)
         self.spectral = SpectralConvolution(width, sht, rngs=rngs)
         self.skip = ChannelLinear(width, width, rngs=rngs)
-        self.norm_mlp = ConditionalLayerNorm(width, noise_dim, rngs=rngs)
+        self.norm_mlp = ConditionalLayerNorm(width, noise_dim, rngs=rngs, shift=noise_shift)
         self.mlp = PointwiseMLP(width, hidden, width, rngs=rngs)
 
     def __call__(self, h: jax.Array, z: jax.Array) -> jax.Array:
@@ -44,7 +45,8 @@ class SphericalForecaster(nnx.Module):
                  *, rngs: nnx.Rngs):
         width, hidden = cfg.embed_dim, max(1, int(round(cfg.mlp_ratio * cfg.embed_dim)))
         self.encoder = PointwiseMLP(in_channels, hidden, width, rngs=rngs)
-        self.blocks = nnx.List([SphericalBlock(width, hidden, cfg.noise_dim, sht, rngs=rngs) for _ in range(cfg.blocks)])
+        self.blocks = nnx.List([SphericalBlock(width, hidden, cfg.noise_dim, sht, rngs=rngs, noise_shift=cfg.noise_shift)
+                                  for _ in range(cfg.blocks)])
         self.decoder = PointwiseMLP(width, hidden, out_channels, rngs=rngs, zero_out=True)
 
     def __call__(self, features: jax.Array, z: jax.Array) -> jax.Array:
