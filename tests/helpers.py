@@ -1,12 +1,18 @@
 """Test helpers, imported by the test modules and conftest.py: tiny ERA5-schema datasets and stores,
-random band-limited spherical-harmonic coefficients, and where the real ERA5 samples are."""
+random band-limited spherical-harmonic coefficients, a local HTTP server, and where the real ERA5 samples are."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import os
+import socketserver
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +54,25 @@ def canonical_dataset(
         },
         coords={"time": time, "level": np.array(levels, np.int64), "latitude": lat, "longitude": lon},
     )
+
+
+@contextlib.contextmanager
+def serve_directory(directory: Path) -> Iterator[str]:
+    """A static HTTP server of `directory` on 127.0.0.1 (a free port) for the block; yields its base URL."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def write_zarr(ds: xr.Dataset, path: Path) -> Path:

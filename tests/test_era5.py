@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from helpers import canonical_dataset, write_zarr
+from helpers import canonical_dataset, serve_directory, write_zarr
 from weatherens import data
 
 
@@ -79,6 +79,18 @@ def test_fsspec_url_opens(canonical):
     url = "memory://weatherens-test/store.zarr"
     canonical.to_zarr(url, mode="w", consolidated=False, zarr_format=3)
     assert_same_as_canonical(data.open(url), canonical)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_http_url_opens_like_the_local_store(tmp_path, canonical, zarr_format):
+    # WeatherBench 2's public stores are consolidated zarr v2 read over HTTPS; here HTTP on 127.0.0.1
+    wb2_layout(canonical).to_zarr(tmp_path / "wb2.zarr", mode="w", consolidated=True, zarr_format=zarr_format)
+    with serve_directory(tmp_path) as base_url:
+        opened = data.open(f"{base_url}/wb2.zarr", variables=["temperature", "2m_temperature"], levels=[850])
+        assert opened.attrs["source"] == f"{base_url}/wb2.zarr"
+        assert_same_as_canonical(opened, canonical[["temperature", "2m_temperature"]].sel(level=[850]))
+        with pytest.raises(FileNotFoundError, match=r"/absent\.zarr: no zarr store at this URL"):
+            data.open(f"{base_url}/absent.zarr")
 
 
 def test_missing_variable_names_store_and_variable(tmp_path, canonical):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from weatherens import grid
 from weatherens.data import names
@@ -47,9 +48,18 @@ def _read_raw(path_or_url: str | Path, storage_options: dict | None) -> xr.Datas
         warnings.filterwarnings("ignore", message=".*is not recognized as a component of a Zarr hierarchy.*")
         if path.rstrip("/").endswith(_NETCDF_SUFFIXES):
             return xr.open_dataset(path, chunks=None, decode_timedelta=True)
-        return xr.open_zarr(
-            path, chunks=None, consolidated=None, decode_timedelta=True, storage_options=storage_options
-        )
+        try:
+            return xr.open_zarr(
+                path, chunks=None, consolidated=None, decode_timedelta=True, storage_options=storage_options
+            )
+        except ImportError as e:  # fsspec's protocol needs a package the core install lacks
+            raise ImportError(f"{path}: reading this URL needs {e.name or 'a package'} "
+                              f"(pip install 'weatherens[cloud]'): {e}") from e
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+            if is_url:
+                raise FileNotFoundError(f"{path}: no zarr store at this URL (no zarr.json, .zgroup or "
+                                        f".zmetadata found there)") from e
+            raise
 
 
 def _time_units(ds: xr.Dataset, tname: str) -> tuple[str, str | None] | None:
