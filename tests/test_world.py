@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
@@ -345,3 +346,56 @@ def test_killed_build_is_never_mistaken_for_whole_and_resumes_bitwise(long_world
     assert not partial.exists()
     assert [(out / p.relative_to(partial)).stat().st_mtime_ns for p in first_chunk] == mtimes
     _assert_same_files(out, long_world)
+
+
+def test_wb2_store_is_the_truth_synthesised_on_a_grid_with_poles(store, tmp_path):
+    from weatherens.sphere.sht import SphericalHarmonicTransform
+    from weatherens.world import wb2
+
+    out = wb2.write_wb2_store(store, tmp_path / "wb2.zarr", "128x65", days=1.25, levels=(100, 500, 1000), progress=False)
+    raw = xr.open_zarr(out, consolidated=True)
+    assert raw["temperature"].dims == ("time", "level", "longitude", "latitude")  # WB2's order
+    assert (out / ".zmetadata").exists() and not (tmp_path / "wb2.zarr.partial").exists()
+    opened = data_mod.open(out)
+    np.testing.assert_array_equal(opened["latitude"].values, np.linspace(-90, 90, 65))
+    np.testing.assert_array_equal(opened["longitude"].values, np.arange(128) * 360 / 128)
+    assert all(np.isfinite(opened[v].values).all() for v in opened.data_vars)
+    # the lowest layer's temperature is band-limited (T21): analysed on the 65 rows with poles and
+    # synthesised on the truth's Gaussian rows it is dinosaur's own field there, at the saved states
+    times, states = world.load_truth_states(store)
+    model = world.truth_model(world_store.world_config(store))
+    h = model.coords.horizontal
+    lat_truth = np.rad2deg(np.asarray(h.latitudes))
+    lmax = h.total_wavenumbers - 1
+    on_poles = SphericalHarmonicTransform(opened["latitude"].values, 128, lmax)
+    on_truth = SphericalHarmonicTransform(lat_truth, h.nodal_shape[0], lmax)
+    scale = model.physics_specs.dimensionalize(1.0, world.scales.units.degK).m
+    assert opened["time"].values[0] == times[0] and opened["time"].values[4] == times[1]
+    for frame, saved in ((0, 0), (4, 1)):
+        t2m = np.asarray(opened["2m_temperature"].values[frame], np.float64)
+        resynthesised = np.asarray(on_truth.synthesis(on_poles.analysis(t2m)))
+        state = jax.tree.map(lambda x: x[saved], states)
+        expected = (np.asarray(h.to_nodal(state.temperature_variation))[-1] + model.reference_temperature[-1]) * scale
+        np.testing.assert_allclose(resynthesised, expected.T, atol=2e-3)  # (lat, lon); float32 fields, K
+    np.testing.assert_array_equal(opened["surface_pressure"].values, opened["mean_sea_level_pressure"].values)
+
+
+def test_wb2_pole_winds_of_a_solid_body_rotation():
+    from weatherens.world import wb2
+
+    lat, lon = np.linspace(-90, 90, 121), np.arange(240) * 1.5
+    lam, phi = np.meshgrid(np.deg2rad(lon), np.deg2rad(lat), indexing="ij")  # (lon, lat)
+    omega = np.array([0.7, -0.4, 0.2])  # rotation axis; wind = omega x r
+    r = np.stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+    wind = np.cross(omega, r, axis=0)
+    east = np.stack([-np.sin(lam), np.cos(lam), 0 * lam])
+    north = np.stack([-np.sin(phi) * np.cos(lam), -np.sin(phi) * np.sin(lam), np.cos(phi)])
+    u, v = (wind * east).sum(0), (wind * north).sum(0)
+    spoiled_u, spoiled_v = u.copy(), v.copy()
+    spoiled_u[:, [0, -1]] = np.inf
+    spoiled_v[:, [0, -1]] = np.nan
+    filled_u, filled_v = wb2.pole_winds(jnp.asarray(spoiled_u), jnp.asarray(spoiled_v), lat, lon)
+    # the ring's mean vector is cos(1.5 deg) x the pole's: second order in the spacing
+    np.testing.assert_allclose(np.asarray(filled_u)[:, [0, -1]], u[:, [0, -1]], atol=1e-3 * np.abs(omega).max())
+    np.testing.assert_allclose(np.asarray(filled_v)[:, [0, -1]], v[:, [0, -1]], atol=1e-3 * np.abs(omega).max())
+    np.testing.assert_allclose(np.asarray(filled_u)[:, 1:-1], u[:, 1:-1], rtol=1e-6, atol=1e-7)  # untouched (float32)

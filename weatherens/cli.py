@@ -41,6 +41,14 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world_wb2(args: argparse.Namespace) -> int:
+    from weatherens.world import wb2
+
+    path = wb2.write_wb2_store(args.world, args.out, args.grid, days=args.days, start=args.start, progress=not args.quiet)
+    print(f"weatherens world-wb2: {path}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from weatherens import sharding
     from weatherens.train import loop
@@ -249,6 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_args(p)
     p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("world-wb2", help="a short truth run of a physics world archived on a WeatherBench 2 grid "
+                                         "(1.5 or 0.25 deg with poles, 13 levels) in WB2's layout and names")
+    p.add_argument("world", help="a world store of `weatherens world` (its saved states start the run)")
+    p.add_argument("--out", type=Path, required=True, help="output zarr path (zarr v2, consolidated, as WB2)")
+    p.add_argument("--grid", default="1.5", help="1.5 (240x121), 0.25 (1440x721), 5.625 (64x33) or NLONxNLAT")
+    p.add_argument("--days", type=float, default=10.0, help="archived days (default 10)")
+    p.add_argument("--start", help="a saved state's time (default: the world's first)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_world_wb2)
 
     p = sub.add_parser("inspect", help="open a store as the loader sees it and say whether it can serve as training data")
     p.add_argument("store", help="local path or fsspec URL (zarr or netCDF)")

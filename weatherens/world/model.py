@@ -171,18 +171,22 @@ def _truth_model(resolution, layers, timestep_minutes, archive_hours, levels, nl
                       jax.jit(time_integration.repeated(step, steps_per_archive)), archive_fields)
 
 
-def _archive_fn(coords, specs, ref_temps, levels, nlon, nlat) -> Callable:
-    """State -> archived fields: sigma -> pressure (linear in log p), then conservative regridding."""
+def nodal_fields_fn(coords, specs, ref_temps, levels,
+                    horizontal: spherical_harmonic.Grid) -> tuple[Callable, dict[str, float]]:
+    """(fields, si): State -> nondimensional fields on `horizontal`'s nodes in dinosaur's (..., lon, lat)
+    order, and the factor to SI units of each key.
+
+    The modal state is synthesised on `horizontal` (any dinosaur grid with the truth's wavenumbers:
+    exact spectral interpolation), then sigma -> pressure linearly in log p (linear extrapolation
+    below the lowest and above the highest layer). Keys: the `LEVEL_VARIABLES` (level, lon, lat),
+    'surface_pressure' and 'lowest_layer_temperature' / '_u' / '_v' (lon, lat). The winds are
+    u, v = (u cos(lat), v cos(lat)) / cos(lat), so they are not finite on a grid with poles.
+    """
     units = scales.units
-    horizontal = coords.horizontal
     log_sigma = np.log(coords.vertical.centers)
     log_p = np.log([specs.nondimensionalize(p * units.hPa) for p in levels])[:, None, None]
     interp = vertical_interpolation.vectorize_vertical_interpolation(
         vertical_interpolation.linear_interp_with_linear_extrap)
-    w_lon = np.asarray(horizontal_interpolation.conservative_longitude_weights(
-        horizontal.longitudes, np.deg2rad(grid_mod.longitudes(nlon))))
-    w_lat = np.asarray(horizontal_interpolation.conservative_latitude_weights(
-        horizontal.latitudes, np.deg2rad(grid_mod.equiangular_latitudes(nlat))))
     scale = {  # nondimensional -> SI
         "geopotential": specs.dimensionalize(1.0, units.m**2 / units.s**2).m,
         "temperature": specs.dimensionalize(1.0, units.degK).m,
@@ -190,10 +194,7 @@ def _archive_fn(coords, specs, ref_temps, levels, nlon, nlat) -> Callable:
         "pressure": specs.dimensionalize(1.0, units.pascal).m,
     }
 
-    def regrid(x):  # (..., lon, lat) on the truth grid -> (..., lat, lon) on the archive grid
-        return jnp.einsum("ab,cd,...bd->...ca", w_lon, w_lat, x, precision=jax.lax.Precision.HIGHEST)
-
-    def archive_fields(state: primitive_equations.State) -> dict[str, jax.Array]:
+    def fields(state: primitive_equations.State) -> dict[str, jax.Array]:
         temperature = horizontal.to_nodal(state.temperature_variation) + ref_temps[:, None, None]
         log_ps = horizontal.to_nodal(state.log_surface_pressure)  # (1, lon, lat)
         u, v = spherical_harmonic.vor_div_to_uv_nodal(horizontal, state.vorticity, state.divergence)
@@ -201,12 +202,37 @@ def _archive_fn(coords, specs, ref_temps, levels, nlon, nlat) -> Callable:
             temperature, nodal_orography=jnp.zeros(horizontal.nodal_shape), sigma=coords.vertical,
             gravity_acceleration=specs.g, ideal_gas_constant=specs.R)
         target = log_p - log_ps  # log(p / ps) of each pressure level, (level, lon, lat)
-        on_p = {k: interp(target, log_sigma, x) for k, x in
-                (("geopotential", phi), ("temperature", temperature), ("u_component_of_wind", u),
-                 ("v_component_of_wind", v))}
-        out = {k: regrid(x) * scale["wind" if k.endswith("wind") else k] for k, x in on_p.items()}
-        out["surface_pressure"] = regrid(jnp.exp(log_ps[0])) * scale["pressure"]
-        out["2m_temperature"] = regrid(temperature[-1]) * scale["temperature"]
+        out = {k: interp(target, log_sigma, x) for k, x in
+               (("geopotential", phi), ("temperature", temperature), ("u_component_of_wind", u),
+                ("v_component_of_wind", v))}
+        out["surface_pressure"] = jnp.exp(log_ps[0])
+        out["lowest_layer_temperature"] = temperature[-1]
+        out["lowest_layer_u"], out["lowest_layer_v"] = u[-1], v[-1]
+        return out
+
+    si = {"geopotential": scale["geopotential"], "temperature": scale["temperature"],
+          "u_component_of_wind": scale["wind"], "v_component_of_wind": scale["wind"],
+          "surface_pressure": scale["pressure"], "lowest_layer_temperature": scale["temperature"],
+          "lowest_layer_u": scale["wind"], "lowest_layer_v": scale["wind"]}
+    return fields, si
+
+
+def _archive_fn(coords, specs, ref_temps, levels, nlon, nlat) -> Callable:
+    """State -> archived fields: `nodal_fields_fn` on the truth grid, then conservative regridding."""
+    horizontal = coords.horizontal
+    on_truth_grid, si = nodal_fields_fn(coords, specs, ref_temps, levels, horizontal)
+    w_lon = np.asarray(horizontal_interpolation.conservative_longitude_weights(
+        horizontal.longitudes, np.deg2rad(grid_mod.longitudes(nlon))))
+    w_lat = np.asarray(horizontal_interpolation.conservative_latitude_weights(
+        horizontal.latitudes, np.deg2rad(grid_mod.equiangular_latitudes(nlat))))
+
+    def regrid(x):  # (..., lon, lat) on the truth grid -> (..., lat, lon) on the archive grid
+        return jnp.einsum("ab,cd,...bd->...ca", w_lon, w_lat, x, precision=jax.lax.Precision.HIGHEST)
+
+    def archive_fields(state: primitive_equations.State) -> dict[str, jax.Array]:
+        nodal = on_truth_grid(state)
+        out = {k: regrid(nodal[k]) * si[k] for k in (*LEVEL_VARIABLES, "surface_pressure")}
+        out["2m_temperature"] = regrid(nodal["lowest_layer_temperature"]) * si["temperature"]
         return {k: x.astype(jnp.float32) for k, x in out.items()}
 
     return archive_fields
