@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import jax
@@ -216,3 +217,33 @@ def test_network_equals_its_formulas_written_channels_first():
     want = reference_forecaster(params, np.asarray(features), np.asarray(z, np.float64), sht)
     assert got.shape == want.shape == (2, 3, 32, 64)
     np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=2e-5 * np.abs(want).max())
+
+
+def embedded_constant_bytes(lowered) -> list[int]:
+    """Bytes of each dense hex constant in a lowered program's StableHLO text."""
+    return [len(h) // 2 for h in re.findall(r'dense<"0x([0-9A-Fa-f]+)">', lowered.as_text())] or [0]
+
+
+def test_with_tables_passes_the_grid_constants_as_arguments_not_program_constants():
+    cfg = dataclasses.replace(TINY, lmax=0, increment_lmax=31, increment_taper=4)  # the grid's degrees: big tables
+    p = make_predictor(cfg)
+    own = p.tables()
+    params = perturbed(p.init_params(jax.random.key(0)), jax.random.key(5))
+    f = jnp.full((1, 32, 64), 600.0)
+    key = noise.step_key(noise.member_key(jax.random.key(7), 2), 0)
+    args = (params, state(0), state(1), f, f, key, p.initial_noise(key))
+    closed = jax.jit(p.step).lower(*args)
+    passed = jax.jit(p.with_tables(p.step)).lower(own, *args)
+    table_bytes = sum(x.nbytes for x in jax.tree.leaves(own))
+    assert table_bytes > 500_000
+    # closed over, the tables are constants in the program (hex literals); passed, only small ones remain
+    assert sum(embedded_constant_bytes(closed)) > table_bytes
+    assert max(embedded_constant_bytes(passed)) <= 32 * 32 * 4  # the noise's (L + 1, M + 1) spectrum
+    arg_shapes = [tuple(a.shape) for a in jax.tree.leaves(passed.in_avals)]
+    assert all(tuple(x.shape) in arg_shapes for x in jax.tree.leaves(own))
+    a, _ = closed.compile()(*args)
+    b, _ = passed.compile()(own, *args)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-6 * float(jnp.abs(a).max()))
+    assert float(jnp.abs(a - state(1)).max()) > 0  # a live step, not persistence
+    assert p.tables()["network"] is own["network"] and p.sht is own["network"]  # the predictor's own are back
+    assert p.constants is own["constants"] and p.increment_filter.sht is own["increment"]

@@ -11,6 +11,7 @@ grow with lead time. More members than fit go in several member chunks, one afte
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import jax
@@ -43,8 +44,10 @@ class EnsembleRunner:
         self.predictor, self.lead_chunk = predictor, int(lead_chunk)
         self.devices = list(devices or jax.local_devices())
         self.params = params
-        self._advance = jax.pmap(self._advance_device, in_axes=(None, 0, 0, None, None), static_broadcasted_argnums=(4,),
-                                 devices=self.devices)
+        # the grid tables are arguments (broadcast to the devices), not constants of the program
+        self._advance = functools.partial(
+            jax.pmap(predictor.with_tables(self._advance_device), in_axes=(None, None, 0, 0, None, None),
+                     static_broadcasted_argnums=(5,), devices=self.devices), predictor.tables())
         self._place = jax.pmap(lambda *arrays: arrays, devices=self.devices)
 
     def _advance_device(self, params, carry, keys, forcings, steps: int):

@@ -72,6 +72,6 @@ def bred_vectors(predictor: Predictor, params, history: np.ndarray | jax.Array, 
             delta = hemispheric_rescale(perturbed - control, predictor, amplitude)
         return delta
 
-    bred = jax.jit(jax.vmap(breed))(pair_keys)  # (ceil(M / 2), C, lat, lon)
+    bred = jax.jit(predictor.with_tables(jax.vmap(breed)))(predictor.tables(), pair_keys)  # (ceil(M / 2), C, lat, lon)
     signs = jnp.where(jnp.arange(m) % 2 == 0, 1.0, -1.0)[:, None, None, None]
     return bred[jnp.arange(m) // 2] * signs

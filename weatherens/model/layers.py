@@ -79,11 +79,16 @@ class ConditionalLayerNorm(nnx.Module):
         return y * gamma[..., None, None, :] + beta[..., None, None, :]
 
 
-class _Static:
-    """Holds a transform as a static (non-pytree) attribute: its tables are constants, not parameters."""
+class TransformSlot:
+    """Holds a transform as a static (non-pytree) attribute of the modules that share it: not a parameter.
 
-    def __init__(self, value):
-        self.transform = value
+    A jitted function that closes over the slot's transform folds its tables into the program as
+    constants; `Predictor.with_tables` instead puts traced tables (arguments of the jitted
+    function) in the slot while the function traces, and the concrete ones back afterwards.
+    """
+
+    def __init__(self, transform: SphericalHarmonicTransform):
+        self.transform = transform
 
 
 _ORDER_CHUNKS = 4  # chosen by timing 1, 2, 4 and 8 groups (docs/benchmarks.md)
@@ -100,7 +105,8 @@ class SpectralConvolution(nnx.Module):
 
     Complex weights W (C_in, C_out, L + 1), stored as (2 [real, imaginary], C_in, C_out, L + 1) and
     initialised with variance 1 / C_in; the transform is the grid's `SphericalHarmonicTransform`
-    truncated at its lmax (so degrees above it are dropped).
+    truncated at its lmax (so degrees above it are dropped), given itself or in a `TransformSlot`
+    that the blocks of a network share.
 
     x: (..., lat, lon, C) -> (..., lat, lon, C). The three contractions are real batched matmuls in
     a layout that puts the batch dimension of each first (analysis per order m, the mix per degree
@@ -111,8 +117,9 @@ class SpectralConvolution(nnx.Module):
     normalisation are those of `SphericalHarmonicTransform.analysis` / `.synthesis`.
     """
 
-    def __init__(self, channels: int, sht: SphericalHarmonicTransform, *, rngs: nnx.Rngs):
-        self._sht = _Static(sht)
+    def __init__(self, channels: int, sht: SphericalHarmonicTransform | TransformSlot, *, rngs: nnx.Rngs):
+        self._sht = sht if isinstance(sht, TransformSlot) else TransformSlot(sht)
+        sht = self._sht.transform
         shape = (2, channels, channels, sht.lmax + 1)
         self.weight = nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32) * (0.5 / channels) ** 0.5)
 

@@ -19,13 +19,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from weatherens.config import ModelConfig
-from weatherens.model.layers import ChannelLinear, ConditionalLayerNorm, PointwiseMLP, SpectralConvolution
+from weatherens.model.layers import ChannelLinear, ConditionalLayerNorm, PointwiseMLP, SpectralConvolution, TransformSlot
 from weatherens.sphere.sht import SphericalHarmonicTransform
 
 
 class SphericalBlock(nnx.Module):
-    def __init__(self, width: int, hidden: int, noise_dim: int, sht: SphericalHarmonicTransform, *, rngs: nnx.Rngs,
-                 noise_shift: bool = True):
+    def __init__(self, width: int, hidden: int, noise_dim: int, sht: SphericalHarmonicTransform | TransformSlot, *,
+                 rngs: nnx.Rngs, noise_shift: bool = True):
         self.norm_spectral = ConditionalLayerNorm(width, noise_dim, rngs=rngs, shift=noise_shift)
         self.spectral = SpectralConvolution(width, sht, rngs=rngs)
         self.skip = ChannelLinear(width, width, rngs=rngs)
@@ -41,8 +41,8 @@ class SphericalBlock(nnx.Module):
 class SphericalForecaster(nnx.Module):
     """features (..., in_channels, lat, lon), z (..., noise_dim) -> (..., out_channels, lat, lon)."""
 
-    def __init__(self, in_channels: int, out_channels: int, cfg: ModelConfig, sht: SphericalHarmonicTransform,
-                 *, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, out_channels: int, cfg: ModelConfig,
+                 sht: SphericalHarmonicTransform | TransformSlot, *, rngs: nnx.Rngs):
         width, hidden = cfg.embed_dim, max(1, int(round(cfg.mlp_ratio * cfg.embed_dim)))
         self.encoder = PointwiseMLP(in_channels, hidden, width, rngs=rngs)
         self.blocks = nnx.List([SphericalBlock(width, hidden, cfg.noise_dim, sht, rngs=rngs, noise_shift=cfg.noise_shift)

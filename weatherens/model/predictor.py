@@ -12,11 +12,16 @@ before it is added and chosen channels keep their global mean (`model.increment`
 `Predictor` holds what is fixed (grid, channels, statistics, constants, the network's graph) and
 its methods are pure functions of explicit parameters, states and PRNG keys, for one member
 (no batch dims): vmap them over members and samples.
+
+The spherical transforms' tables (float32 (M + 1, L + 1, lat) each, 1.5 GB apiece at 0.25 deg with
+L = 720) are constants of the step. A jitted function that calls the step folds them into its
+program unless it is wrapped by `with_tables` and given `transforms()` as its first argument:
+then they are arguments of the program (compile time and program size do not grow with them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import jax
@@ -28,6 +33,7 @@ from weatherens import grid
 from weatherens.config import ModelConfig
 from weatherens.data import forcings as forcings_lib
 from weatherens.model import increment, noise
+from weatherens.model.layers import TransformSlot
 from weatherens.model.network import SphericalForecaster
 from weatherens.sphere.sht import SphericalHarmonicTransform
 
@@ -75,6 +81,7 @@ class Predictor:
         self.static = np.asarray(static, np.float32).reshape(-1, self.lat.size, self.lon.size)
         self.constants = jnp.asarray(constant_features(self.lat, self.lon, self.static))
         self.sht = SphericalHarmonicTransform(self.lat, self.lon.size, cfg.lmax or None)
+        self._network_transform = TransformSlot(self.sht)  # shared by the network's spectral convolutions
         self.noise = (noise.SphericalNoise(self.sht, cfg.noise_fields, cfg.noise_field_degree, cfg.noise_field_rho)
                       if cfg.noise_fields else None)
         self.increment_filter = (increment.IncrementFilter(self.lat, self.lon.size, cfg.increment_lmax, cfg.increment_taper)
@@ -88,7 +95,42 @@ class Predictor:
         self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: self._network(jax.random.key(0))))
 
     def _network(self, key: jax.Array) -> SphericalForecaster:
-        return SphericalForecaster(self.in_channels, len(self.channels), self.cfg, self.sht, rngs=nnx.Rngs(params=key))
+        return SphericalForecaster(self.in_channels, len(self.channels), self.cfg, self._network_transform,
+                                   rngs=nnx.Rngs(params=key))
+
+    def tables(self) -> dict:
+        """The step's grid-sized constants, for `with_tables`: the spherical transforms (pytrees whose
+        leaves are their tables) under 'network' and 'increment', and the constant input features."""
+        out = {"network": self.sht, "constants": self.constants}
+        if self.increment_filter is not None:
+            out["increment"] = self.increment_filter.sht
+        return out
+
+    def _use_tables(self, tables: dict) -> None:
+        self.sht = self._network_transform.transform = tables["network"]
+        self.constants = tables["constants"]
+        if self.noise is not None:
+            self.noise.sht = tables["network"]
+        if self.increment_filter is not None:
+            self.increment_filter.sht = tables["increment"]
+
+    def with_tables(self, fn: Callable) -> Callable:
+        """fn(*args) -> g(tables, *args): fn with this predictor's grid-sized constants taken from the argument.
+
+        Jit g and call it as g(predictor.tables(), *args): the transforms' tables and the constant
+        features enter the program as arguments instead of constants folded into it. While g runs
+        (traces) the predictor's step uses the given tables; its own are back when g returns, so
+        calls outside g see them.
+        """
+        def g(tables: dict, *args, **kwargs):
+            own = self.tables()
+            self._use_tables(tables)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._use_tables(own)
+
+        return g
 
     def init_params(self, key: jax.Array) -> nnx.State:
         """Fresh network parameters from `key`."""

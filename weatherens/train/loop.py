@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -117,8 +118,11 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     optimizer = train_step_lib.make_optimizer(cfg)
     objective = train_step_lib.Objective(predictor, cfg)
     eval_objective = train_step_lib.Objective(predictor, dataclasses.replace(cfg, alpha=1.0))
-    step_fn = jax.jit(train_step_lib.make_train_step(objective, optimizer, cfg.seed), donate_argnums=0)
-    eval_fn = jax.jit(train_step_lib.make_eval_step(eval_objective, cfg.seed))
+    tables = jax.device_put(predictor.tables(), replicated)  # arguments of the programs, not constants in them
+    step_fn = functools.partial(jax.jit(predictor.with_tables(
+        train_step_lib.make_train_step(objective, optimizer, cfg.seed)), donate_argnums=1), tables)
+    eval_fn = functools.partial(jax.jit(predictor.with_tables(
+        train_step_lib.make_eval_step(eval_objective, cfg.seed))), tables)
 
     val_sampler = validation_sampler(exp, store) if cfg.validate_every else None
     mngr = checkpoint.manager(workdir, keep=cfg.keep_checkpoints)

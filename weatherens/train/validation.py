@@ -24,6 +24,7 @@ validations differ by the weights only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -100,8 +101,9 @@ class LongLeadValidation:
         self.lead_hours = tuple(int(s) * hours_per_step for s in data.lead_steps)
         self.keys = jax.vmap(lambda i: jax.vmap(lambda j: noise.member_key(
             jax.random.fold_in(jax.random.key(seed), i), j))(jnp.arange(members)))(jnp.arange(len(data.init_times)))
-        self._forecast = jax.jit(self._members_at_leads)
-        self._scores = jax.jit(self._score_one)
+        tables = self.predictor.tables()  # arguments of the programs, not constants in them
+        self._forecast = functools.partial(jax.jit(self.predictor.with_tables(self._members_at_leads)), tables)
+        self._scores = functools.partial(jax.jit(self.predictor.with_tables(self._score_one)), tables)
         clim = jnp.asarray(data.climatology)
         per_init = jax.jit(jax.vmap(lambda truth: self._crps(clim, truth)))  # over leads: (K, C)
         self.climatology_crps = np.mean([np.asarray(per_init(jnp.asarray(t)), np.float64) for t in data.truth],
