@@ -247,3 +247,27 @@ def test_with_tables_passes_the_grid_constants_as_arguments_not_program_constant
     assert float(jnp.abs(a - state(1)).max()) > 0  # a live step, not persistence
     assert p.tables()["network"] is own["network"] and p.sht is own["network"]  # the predictor's own are back
     assert p.constants is own["constants"] and p.increment_filter.sht is own["increment"]
+
+
+def test_bfloat16_compute_agrees_with_float32_over_a_loss_and_a_ten_step_rollout():
+    from weatherens.train import step as train_step_lib
+
+    cfg32 = TINY
+    p32, p16 = make_predictor(cfg32), make_predictor(dataclasses.replace(cfg32, compute_dtype="bfloat16"))
+    params = perturbed(p32.init_params(jax.random.key(0)), jax.random.key(5), scale=0.05)
+    tcfg = config.TrainConfig(members=2, rollout_lengths=(10,), rollout_starts=(0,))
+    f = jnp.full((12, 1, 32, 64), 600.0)
+    inputs = jnp.stack([state(0), state(1)])
+    keys = jax.vmap(lambda j: noise.member_key(jax.random.key(3), j))(jnp.arange(2))
+    runs = [jax.jit(lambda q, o=train_step_lib.Objective(p, tcfg): o.ensemble_rollout(q, inputs, f, keys, 10))(params)
+            for p in (p32, p16)]
+    change = [np.asarray(r - inputs[1], np.float64) for r in runs]  # (10, M, C, lat, lon) departures from x(0)
+    scale = np.sqrt(np.mean(change[0] ** 2, axis=(1, 3, 4), keepdims=True))  # per step and channel
+    gap = np.sqrt(np.mean((change[1] - change[0]) ** 2, axis=(1, 3, 4), keepdims=True)) / scale
+    assert np.all(scale > 0)
+    assert gap[0].max() < 1e-2 and gap.max() < 3e-2, gap.squeeze()  # bfloat16 operands: ~3 significant digits
+    assert gap[0].min() > 1e-5  # the bfloat16 path is taken
+    batch = {"inputs": inputs[None], "forcings": f[None, :3], "targets": state(2)[None, None]}
+    one = config.TrainConfig(members=2)
+    losses = [float(jax.jit(train_step_lib.Objective(p, one).batch_loss)(params, batch, keys[None])[0]) for p in (p32, p16)]
+    assert abs(losses[1] - losses[0]) < 5e-3 * abs(losses[0]), losses

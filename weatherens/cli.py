@@ -66,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = summary.get("validation", {})
     print(f"weatherens train: step {summary.get('step', summary['start_step'])}, loss {summary.get('loss', float('nan')):.4f}"
           + (f", validation fair CRPS {val['loss']:.4f}" if val else "")
+          + f"; {summary['step_s']:.2f} s per step after the first ({summary['first_step_s']:.1f} s, compiling)"
           + f"; data wait {100 * summary['data_wait_share']:.1f} % of step time; checkpoints in {args.workdir}/checkpoints")
     if val:
         print(f"\n{'channel (6 h, standardised)':<30}{'fair CRPS':>11}{'persistence':>13}{'ratio':>8}")

@@ -133,6 +133,9 @@ class ModelConfig:
     lmax: int = 0  # largest spherical-harmonic degree of the spectral convolutions; 0: the grid's
     noise_dim: int = 16  # latent noise vector per member and step, fed to the conditional layer norms
     noise_shift: bool = True  # the conditional norms shift by z B (global constants) as well as scale; False: scale only
+    # dtype of the network's matmul operands: float32 (Precision.HIGHEST), or bfloat16 with float32
+    # parameters, sums, norms, transforms' FFTs, state and loss (mixed precision for GPUs)
+    compute_dtype: str = "float32"
     noise_fields: int = 0  # spatially correlated noise channels on the sphere (AR(1) in spectral space); 0: off
     noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum
     noise_field_rho: float = 0.5  # AR(1) correlation of the noise fields from one step to the next
@@ -149,6 +152,7 @@ class ModelConfig:
                                "noise_field_degree": _positive(),
                                "noise_field_rho": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
                                "increment_lmax": _at_least(0),
+                               "compute_dtype": ((lambda v: v in ("float32", "bfloat16")), "must be float32 or bfloat16"),
                                "increment_taper": ((lambda v: 0 <= v and (v < self.increment_lmax or v == 0)),
                                                    "must be >= 0 and below increment_lmax")})
 

@@ -26,29 +26,45 @@ from flax import nnx
 from weatherens.sphere.sht import SphericalHarmonicTransform
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def contract(spec: str, a: jax.Array, b: jax.Array, compute_dtype=jnp.float32) -> jax.Array:
+    """jnp.einsum(spec, a, b) in float32 at Precision.HIGHEST, or, with compute_dtype bfloat16, with both
+    operands rounded to bfloat16 and float32 accumulation (mixed precision as in Micikevicius et al.
+    2018: float32 parameters, bfloat16 matmul operands, float32 sums). The result is float32."""
+    if compute_dtype == jnp.float32:
+        return jnp.einsum(spec, a, b, precision=_HIGHEST)
+    return jnp.einsum(spec, a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=jnp.float32)
 
 
 class ChannelLinear(nnx.Module):
-    """y[..., o] = sum_i x[..., i] W[i, o] + b[o]; LeCun-normal W (or zeros)."""
+    """y[..., o] = sum_i x[..., i] W[i, o] + b[o]; LeCun-normal W (or zeros); the product in `compute_dtype`."""
 
-    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs, zero: bool = False):
+    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs, zero: bool = False, compute_dtype=jnp.float32):
         init = nnx.initializers.zeros if zero else nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (cin, cout), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+        self.compute_dtype = compute_dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
         # one 2-D matmul: on CPU its gradient is faster than an einsum's over (..., i) (docs/benchmarks.md)
-        y = jnp.dot(x.reshape(-1, kernel.shape[0]), kernel, precision=_HIGHEST)
+        x2 = x.reshape(-1, kernel.shape[0])
+        if self.compute_dtype == jnp.float32:
+            y = jnp.dot(x2, kernel, precision=_HIGHEST)
+        else:
+            y = jnp.dot(x2.astype(self.compute_dtype), kernel.astype(self.compute_dtype), preferred_element_type=jnp.float32)
         return y.reshape(x.shape[:-1] + (kernel.shape[1],)) + self.bias[...]
 
 
 class PointwiseMLP(nnx.Module):
     """cin -> hidden -> cout at every grid point, GELU in between; `zero_out` zero-initialises the output layer."""
 
-    def __init__(self, cin: int, hidden: int, cout: int, *, rngs: nnx.Rngs, zero_out: bool = False):
-        self.inner = ChannelLinear(cin, hidden, rngs=rngs)
-        self.outer = ChannelLinear(hidden, cout, rngs=rngs, zero=zero_out)
+    def __init__(self, cin: int, hidden: int, cout: int, *, rngs: nnx.Rngs, zero_out: bool = False,
+                 compute_dtype=jnp.float32):
+        self.inner = ChannelLinear(cin, hidden, rngs=rngs, compute_dtype=compute_dtype)
+        self.outer = ChannelLinear(hidden, cout, rngs=rngs, zero=zero_out, compute_dtype=compute_dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.outer(jax.nn.gelu(self.inner(x)))
@@ -117,8 +133,10 @@ class SpectralConvolution(nnx.Module):
     normalisation are those of `SphericalHarmonicTransform.analysis` / `.synthesis`.
     """
 
-    def __init__(self, channels: int, sht: SphericalHarmonicTransform | TransformSlot, *, rngs: nnx.Rngs):
+    def __init__(self, channels: int, sht: SphericalHarmonicTransform | TransformSlot, *, rngs: nnx.Rngs,
+                 compute_dtype=jnp.float32):
         self._sht = sht if isinstance(sht, TransformSlot) else TransformSlot(sht)
+        self.compute_dtype = compute_dtype
         sht = self._sht.transform
         shape = (2, channels, channels, sht.lmax + 1)
         self.weight = nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32) * (0.5 / channels) ** 0.5)
@@ -133,11 +151,12 @@ class SpectralConvolution(nnx.Module):
         real_form = jnp.concatenate([jnp.concatenate([w_re, w_im], axis=2),
                                      jnp.concatenate([-w_im, w_re], axis=2)], axis=1)  # (l, 2C_in, 2C_out)
         analysis, legendre = sht.analysis_table, sht.legendre_table
+        cd = self.compute_dtype
         pieces = []
         for m0, m1 in order_chunks(sht.mmax + 1):  # orders m0 <= m < m1 have degrees l >= m0 only
-            coeffs = jnp.einsum("njmk,mlj->lmnk", parts[:, :, m0:m1], analysis[m0:m1, m0:], precision=_HIGHEST)
-            mixed = jnp.einsum("lmnk,lko->lmno", coeffs, real_form[m0:], precision=_HIGHEST)  # (l, m, N, 2C_out)
-            pieces.append(jnp.einsum("lmno,mjl->njmo", mixed, legendre[m0:m1, :, m0:], precision=_HIGHEST))
+            coeffs = contract("njmk,mlj->lmnk", parts[:, :, m0:m1], analysis[m0:m1, m0:], cd)
+            mixed = contract("lmnk,lko->lmno", coeffs, real_form[m0:], cd)  # (l, m, N, 2C_out)
+            pieces.append(contract("lmno,mjl->njmo", mixed, legendre[m0:m1, :, m0:], cd))
         out = jnp.concatenate(pieces, axis=2)  # (N, lat, m, 2C_out)
         cout = out.shape[-1] // 2
         four = jax.lax.complex(out[..., :cout], out[..., cout:])

@@ -19,18 +19,19 @@ import jax.numpy as jnp
 from flax import nnx
 
 from weatherens.config import ModelConfig
-from weatherens.model.layers import ChannelLinear, ConditionalLayerNorm, PointwiseMLP, SpectralConvolution, TransformSlot
+from weatherens.model.layers import (COMPUTE_DTYPES, ChannelLinear, ConditionalLayerNorm, PointwiseMLP,
+                                     SpectralConvolution, TransformSlot)
 from weatherens.sphere.sht import SphericalHarmonicTransform
 
 
 class SphericalBlock(nnx.Module):
     def __init__(self, width: int, hidden: int, noise_dim: int, sht: SphericalHarmonicTransform | TransformSlot, *,
-                 rngs: nnx.Rngs, noise_shift: bool = True):
+                 rngs: nnx.Rngs, noise_shift: bool = True, compute_dtype=jnp.float32):
         self.norm_spectral = ConditionalLayerNorm(width, noise_dim, rngs=rngs, shift=noise_shift)
-        self.spectral = SpectralConvolution(width, sht, rngs=rngs)
-        self.skip = ChannelLinear(width, width, rngs=rngs)
+        self.spectral = SpectralConvolution(width, sht, rngs=rngs, compute_dtype=compute_dtype)
+        self.skip = ChannelLinear(width, width, rngs=rngs, compute_dtype=compute_dtype)
         self.norm_mlp = ConditionalLayerNorm(width, noise_dim, rngs=rngs, shift=noise_shift)
-        self.mlp = PointwiseMLP(width, hidden, width, rngs=rngs)
+        self.mlp = PointwiseMLP(width, hidden, width, rngs=rngs, compute_dtype=compute_dtype)
 
     def __call__(self, h: jax.Array, z: jax.Array) -> jax.Array:
         y = self.norm_spectral(h, z)
@@ -44,10 +45,11 @@ class SphericalForecaster(nnx.Module):
     def __init__(self, in_channels: int, out_channels: int, cfg: ModelConfig,
                  sht: SphericalHarmonicTransform | TransformSlot, *, rngs: nnx.Rngs):
         width, hidden = cfg.embed_dim, max(1, int(round(cfg.mlp_ratio * cfg.embed_dim)))
-        self.encoder = PointwiseMLP(in_channels, hidden, width, rngs=rngs)
-        self.blocks = nnx.List([SphericalBlock(width, hidden, cfg.noise_dim, sht, rngs=rngs, noise_shift=cfg.noise_shift)
-                                  for _ in range(cfg.blocks)])
-        self.decoder = PointwiseMLP(width, hidden, out_channels, rngs=rngs, zero_out=True)
+        cd = COMPUTE_DTYPES[cfg.compute_dtype]
+        self.encoder = PointwiseMLP(in_channels, hidden, width, rngs=rngs, compute_dtype=cd)
+        self.blocks = nnx.List([SphericalBlock(width, hidden, cfg.noise_dim, sht, rngs=rngs, noise_shift=cfg.noise_shift,
+                                               compute_dtype=cd) for _ in range(cfg.blocks)])
+        self.decoder = PointwiseMLP(width, hidden, out_channels, rngs=rngs, zero_out=True, compute_dtype=cd)
 
     def __call__(self, features: jax.Array, z: jax.Array) -> jax.Array:
         h = self.encoder(jnp.moveaxis(features, -3, -1))  # the blocks work channels-last (`layers`)

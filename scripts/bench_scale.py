@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""The whole pipeline at WeatherBench 2's 1.5 deg grid, and the step's cost at 64 x 32, 1.5 and 0.25 deg.
+
+    python scripts/bench_scale.py [--world WORLD.zarr] [--work DIR] [--days 20] [--full]
+
+1. The pipeline at 1.5 deg (240 x 121 with poles, 13 levels), each stage a fresh process timed
+   from outside, with its peak resident memory (ru_maxrss):
+   world-wb2 (the store, from a physics world: `--world`, else a short one built first),
+   inspect, stats, train (configs/base.yaml's network, embed 384 x 8 blocks, with its variables
+   restricted to what the dry world holds: no specific humidity; 3 steps, batch 1, 2 members,
+   rollout 1), forecast (2 members, 2 inits, 1 day) and verify (with spectra).
+   Reference in the same run: a raw read of the whole store with zarr (GB/s), for the I/O stages.
+2. XLA's cost analysis of the compiled forward step (one member) and training step (batch 1,
+   2 members, rollout 1) of the small and base networks at 64 x 32 and 1.5 deg (and 0.25 deg with
+   --full): FLOPs, bytes accessed, and the compiled program's argument and temporary memory. The
+   programs are lowered from abstract shapes (nothing is allocated or run). Reference in the same
+   run: the FLOP rate of a float32 matmul on these cores, by which the projected CPU time of a
+   step is flops / rate (printed beside the measured step time at 1.5 deg).
+   With --full also: a 1-day 0.25 deg WB2 store (its wall time and memory), and one forward step
+   of the base network at 0.25 deg run for one member when the analysed memory fits in RAM.
+
+The figures and the projection to GPUs are in docs/scaling.md. Slow: ~15 min without --full here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "configs" / "base.yaml"
+DRY_VARIABLES = ["geopotential", "temperature", "u_component_of_wind", "v_component_of_wind", "2m_temperature",
+                 "10m_u_component_of_wind", "10m_v_component_of_wind", "mean_sea_level_pressure"]
+_MARK = "__bench_scale__"
+_RUNNER = (
+    "import resource, sys\n"
+    "from weatherens.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    f"print('{_MARK}', rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def stage(name: str, argv: list[str], log: Path) -> dict:
+    """Run `weatherens argv` in a fresh process: wall time (s, from outside) and peak RSS (GiB)."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        done = subprocess.run([sys.executable, "-c", _RUNNER, *argv], stdout=subprocess.PIPE, stderr=f, text=True,
+                              env=os.environ | {"GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")})
+    wall = time.perf_counter() - t0
+    Path(str(log) + ".out").write_text(done.stdout)
+    marks = [line.split() for line in done.stdout.splitlines() if line.startswith(_MARK)]
+    if done.returncode != 0 or not marks:
+        raise SystemExit(f"stage {name} failed (rc {done.returncode}); see {log}")
+    peak = int(marks[-1][2]) / 2**20  # ru_maxrss is in KiB on Linux
+    print(f"  {name:<11} {wall:8.1f} s  {peak:6.2f} GiB", flush=True)
+    return {"stage": name, "wall_s": wall, "peak_gib": peak}
+
+
+def raw_read_rate(store: Path) -> tuple[float, float]:
+    """(GB read, GB/s): every chunk of every array of the store, read with zarr alone."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r")
+    t0, nbytes = time.perf_counter(), 0
+    for _, array in group.arrays():
+        for i in range(0, array.shape[0], array.chunks[0]):
+            nbytes += np.asarray(array[i:i + array.chunks[0]]).nbytes
+    return nbytes / 1e9, nbytes / 1e9 / (time.perf_counter() - t0)
+
+
+def splits(store: Path) -> list[str]:
+    import xarray as xr
+
+    times = xr.open_zarr(store)["time"].values
+    n = times.size
+    train_end, val_end = times[int(0.7 * n) - 1], times[int(0.85 * n) - 1]
+    fmt = lambda t: str(np.datetime_as_string(t, unit="h"))  # noqa: E731
+    return [f"data.train={{start: '{fmt(times[0])}', end: '{fmt(train_end)}'}}",
+            f"data.validation={{start: '{fmt(times[int(0.7 * n)])}', end: '{fmt(val_end)}'}}",
+            f"data.test={{start: '{fmt(times[int(0.85 * n)])}', end: '{fmt(times[-1])}'}}"]
+
+
+def training_overrides(store: Path) -> list[str]:
+    """configs/base.yaml's network with the dry world's variables, a few cheap steps, no validation."""
+    sets = [f"data.variables={json.dumps(DRY_VARIABLES)}", "data.batch_size=1", "data.prefetch=1",
+            "train.members=2", "train.steps=3", "train.rollout_lengths=[1]", "train.rollout_starts=[0]",
+            "train.warmup_steps=1", "train.validate_every=0", "train.checkpoint_every=3", "train.log_every=1",
+            "train.keep_checkpoints=1", *splits(store)]
+    return [a for s in sets for a in ("--set", s)]
+
+
+def pipeline(world: Path, work: Path, days: float) -> list[dict]:
+    store = work / "wb2-1.5deg.zarr"
+    rows = []
+    print("1.5 deg pipeline (wall time from outside the process, peak resident memory):")
+    if not store.exists():
+        rows.append(stage("world-wb2", ["world-wb2", str(world), "--grid", "1.5", "--days", str(days), "--out",
+                                        str(store), "--quiet"], work / "world-wb2.log"))
+    gb, rate = raw_read_rate(store)
+    print(f"  reference: raw zarr read of the store, {gb:.2f} GB at {rate:.2f} GB/s")
+    sets = training_overrides(store)
+    rows.append(stage("inspect", ["inspect", str(store)], work / "inspect.log"))
+    rows.append(stage("stats", ["stats", "--config", str(BASE), *sets, "--data", str(store), "--out",
+                                str(work / "stats.nc")], work / "stats.log"))
+    workdir = work / "train"
+    rows.append(stage("train", ["train", "--config", str(BASE), *sets, "--data", str(store), "--workdir",
+                                str(workdir), "--quiet"], work / "train.log"))
+    import xarray as xr
+
+    times = xr.open_zarr(store)["time"].values
+    inits = [str(np.datetime_as_string(t, unit="h")) for t in times[int(0.85 * times.size)::4][:2]]
+    forecast = work / "forecast.zarr"
+    rows.append(stage("forecast", ["forecast", "--checkpoint", str(workdir), "--data", str(store), "--members", "2",
+                                   "--init-times", *inits, "--lead-hours", "24", "--out", str(forecast), "--quiet"],
+                      work / "forecast.log"))
+    rows.append(stage("verify", ["verify", "--forecast", str(forecast), "--truth", str(store), "--out",
+                                 str(work / "scores.nc"), "--quiet"], work / "verify.log"))
+    metrics = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if m.get("kind") == "train"]
+    rows.append({"stage": "reference", "raw_read_gb": gb, "raw_read_gb_s": rate,
+                 "train_steps": [m.get("step") for m in steps]})
+    said = (work / "train.log.out").read_text()
+    rows[-1]["train_line"] = [line for line in said.splitlines() if line.startswith("weatherens train:")]
+    return rows
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a float32 (n x n) @ (n x n) on these cores (best of `repeats`)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def step_costs(grid: str, network: str) -> dict:
+    """XLA cost and memory analysis of the forward step and training step of `network` on `grid`."""
+    import jax
+    import jax.numpy as jnp
+
+    from weatherens import config
+    from weatherens.model.predictor import Predictor
+    from weatherens.train import step as train_step_lib
+    from weatherens.world import wb2
+
+    nlon, nlat = {"64x32": (64, 32)}.get(grid) or wb2.wb2_grid(grid)
+    lat = np.linspace(-90, 90, nlat) if grid != "64x32" else np.linspace(-90, 90, nlat + 1)[:-1] + 90 / nlat
+    lon = np.arange(nlon) * 360.0 / nlon
+    exp = config.load(BASE if network == "base" else ROOT / "configs" / "small.yaml",
+                      [f"data.variables={json.dumps(DRY_VARIABLES)}"] if network == "base" else [])
+    variables = exp.data.variables
+    levels = exp.data.levels
+    channels = [f"{v}@{lv}" for v in variables if v in wb2.world_model.LEVEL_VARIABLES for lv in levels]
+    channels += [v for v in variables if v not in wb2.world_model.LEVEL_VARIABLES]
+    c, nf = len(channels), len(exp.data.forcings)
+    t_build = time.perf_counter()
+    predictor = Predictor(exp.model, channels, exp.data.forcings, lat, lon, np.zeros(c), np.ones(c), np.ones(c),
+                          np.zeros((len(exp.data.static), nlat, nlon)))
+    t_build = time.perf_counter() - t_build
+    params = jax.eval_shape(lambda: predictor.init_params(jax.random.key(0)))
+    tables = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), predictor.tables())
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    field = jax.ShapeDtypeStruct((c, nlat, nlon), jnp.float32)
+    forcing = jax.ShapeDtypeStruct((nf, nlat, nlon), jnp.float32)
+    noise_state = jax.eval_shape(lambda: predictor.initial_noise(jax.random.key(0)))
+    forward = jax.jit(predictor.with_tables(predictor.step)).lower(
+        tables, params, field, field, forcing, forcing, key, noise_state).compile()
+    cfg = dataclasses.replace(exp.train, members=2, rollout_lengths=(1,), rollout_starts=(0,), gradient_steps=0,
+                              ema_decay=0.0, phase_learning_rates=(), phase_warmup_steps=())
+    objective = train_step_lib.Objective(predictor, cfg)
+    optimizer = train_step_lib.make_optimizer(cfg)
+    state = jax.eval_shape(lambda: train_step_lib.init_state(predictor, optimizer, 0))
+    batch = {"inputs": jax.ShapeDtypeStruct((1, 2, c, nlat, nlon), jnp.float32),
+             "forcings": jax.ShapeDtypeStruct((1, 3, nf, nlat, nlon), jnp.float32),
+             "targets": jax.ShapeDtypeStruct((1, 1, c, nlat, nlon), jnp.float32)}
+    train = jax.jit(predictor.with_tables(train_step_lib.make_train_step(objective, optimizer, 0)),
+                    donate_argnums=1).lower(tables, state, batch).compile()
+    out = {"grid": f"{nlon}x{nlat}", "network": network, "channels": c,
+           "parameters": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
+           "table_gib": sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tables)) / 2**30,
+           "build_tables_s": t_build}
+    for name, compiled in (("forward", forward), ("train", train)):
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        mem = compiled.memory_analysis()
+        out[name] = {"gflop": cost.get("flops", float("nan")) / 1e9,
+                     "gb_accessed": cost.get("bytes accessed", float("nan")) / 1e9,
+                     "argument_gib": mem.argument_size_in_bytes / 2**30, "temp_gib": mem.temp_size_in_bytes / 2**30,
+                     "output_gib": mem.output_size_in_bytes / 2**30}
+    return out
+
+
+def print_costs(rows: list[dict], rate: float) -> None:
+    print(f"\nXLA cost analysis (reference: float32 matmul on these cores, {rate / 1e9:.1f} GFLOP/s)")
+    print(f"{'network':<8}{'grid':>10}{'params':>9}{'tables':>9}{'step':>9}{'GFLOP':>10}{'GB moved':>10}"
+          f"{'args GiB':>10}{'temp GiB':>10}{'CPU s at ref':>14}")
+    for r in rows:
+        for name in ("forward", "train"):
+            c = r[name]
+            print(f"{r['network']:<8}{r['grid']:>10}{r['parameters'] / 1e6:>8.1f}M{r['table_gib']:>8.2f}G{name:>9}"
+                  f"{c['gflop']:>10.1f}{c['gb_accessed']:>10.2f}{c['argument_gib']:>10.2f}{c['temp_gib']:>10.2f}"
+                  f"{c['gflop'] * 1e9 / rate:>14.2f}")
+
+
+def short_world(work: Path) -> Path:
+    world = work / "world.zarr"
+    if not world.exists():
+        print("building a short physics world (30-day spin-up, 24 days archived) ...", flush=True)
+        stage("world", ["world", "--out", str(world), "--years", str(24 / 365), "--set", "world.spinup_days=30",
+                        "--set", "world.spinup_final_days=5", "--quiet"], work / "world.log")
+    return world
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--world", type=Path, help="a physics world store (default: a short one built in --work)")
+    parser.add_argument("--work", type=Path, default=Path("runs/bench_scale"), help="working folder (reused)")
+    parser.add_argument("--days", type=float, default=20.0, help="days of the 1.5 deg store (default 20)")
+    parser.add_argument("--full", action="store_true", help="also 0.25 deg: store, cost analysis, one forward step")
+    parser.add_argument("--skip-pipeline", action="store_true", help="only the cost analysis")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count()}
+    if not args.skip_pipeline:
+        world = args.world or short_world(args.work)
+        report["pipeline"] = pipeline(world, args.work, args.days)
+    rate = matmul_rate()
+    grids = ["64x32", "1.5"] + (["0.25"] if args.full else [])
+    costs = []
+    for grid in grids:
+        for network in ("small", "base"):
+            print(f"  analysing {network} at {grid} ...", flush=True)
+            costs.append(step_costs(grid, network))
+    report |= {"matmul_gflop_s": rate / 1e9, "costs": costs}
+    print_costs(costs, rate)
+    if args.full:
+        world = args.world or short_world(args.work)
+        store = args.work / "wb2-0.25deg.zarr"
+        if not store.exists():
+            report["wb2_0.25"] = stage("world-wb2", ["world-wb2", str(world), "--grid", "0.25", "--days", "1",
+                                                     "--out", str(store), "--quiet"], args.work / "world-wb2-0.25.log")
+    (args.work / "bench_scale.json").write_text(json.dumps(report, indent=1, default=str))
+    print(f"\nwritten {args.work / 'bench_scale.json'} (peak RSS of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
+
+
+if __name__ == "__main__":
+    main()
