@@ -152,38 +152,78 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def step_costs(grid: str, network: str) -> dict:
-    """XLA cost and memory analysis of the forward step and training step of `network` on `grid`."""
-    import jax
-    import jax.numpy as jnp
-
+def predictor_at(grid: str, network: str, lmax: int = 0):
+    """(experiment, Predictor, build seconds) of the small or base network on a grid, dry world channels."""
     from weatherens import config
     from weatherens.model.predictor import Predictor
-    from weatherens.train import step as train_step_lib
     from weatherens.world import wb2
 
     nlon, nlat = {"64x32": (64, 32)}.get(grid) or wb2.wb2_grid(grid)
     lat = np.linspace(-90, 90, nlat) if grid != "64x32" else np.linspace(-90, 90, nlat + 1)[:-1] + 90 / nlat
     lon = np.arange(nlon) * 360.0 / nlon
     exp = config.load(BASE if network == "base" else ROOT / "configs" / "small.yaml",
-                      [f"data.variables={json.dumps(DRY_VARIABLES)}"] if network == "base" else [])
-    variables = exp.data.variables
+                      ([f"data.variables={json.dumps(DRY_VARIABLES)}"] if network == "base" else [])
+                      + ([f"model.lmax={lmax}"] if lmax else []))
     levels = exp.data.levels
-    channels = [f"{v}@{lv}" for v in variables if v in wb2.world_model.LEVEL_VARIABLES for lv in levels]
-    channels += [v for v in variables if v not in wb2.world_model.LEVEL_VARIABLES]
-    c, nf = len(channels), len(exp.data.forcings)
-    t_build = time.perf_counter()
+    channels = [f"{v}@{lv}" for v in exp.data.variables if v in wb2.world_model.LEVEL_VARIABLES for lv in levels]
+    channels += [v for v in exp.data.variables if v not in wb2.world_model.LEVEL_VARIABLES]
+    c = len(channels)
+    t0 = time.perf_counter()
     predictor = Predictor(exp.model, channels, exp.data.forcings, lat, lon, np.zeros(c), np.ones(c), np.ones(c),
                           np.zeros((len(exp.data.static), nlat, nlon)))
-    t_build = time.perf_counter() - t_build
-    params = jax.eval_shape(lambda: predictor.init_params(jax.random.key(0)))
+    return exp, predictor, time.perf_counter() - t0
+
+
+def forward_inputs(predictor, abstract: bool):
+    """The one-member step's arguments after the tables: params, two states, two forcings, key, noise."""
+    import jax
+    import jax.numpy as jnp
+
+    c, nf = len(predictor.channels), len(predictor.forcings)
+    nlat, nlon = predictor.lat.size, predictor.lon.size
+    if abstract:
+        field = jax.ShapeDtypeStruct((c, nlat, nlon), jnp.float32)
+        forcing = jax.ShapeDtypeStruct((nf, nlat, nlon), jnp.float32)
+        return (jax.eval_shape(lambda: predictor.init_params(jax.random.key(0))), field, field, forcing, forcing,
+                jax.eval_shape(lambda: jax.random.key(0)),
+                jax.eval_shape(lambda: predictor.initial_noise(jax.random.key(0))))
+    field, forcing = jnp.zeros((c, nlat, nlon), jnp.float32), jnp.zeros((nf, nlat, nlon), jnp.float32)
+    return (predictor.init_params(jax.random.key(0)), field, field, forcing, forcing, jax.random.key(1),
+            predictor.initial_noise(jax.random.key(2)))
+
+
+def forward_macs(predictor) -> dict[str, float]:
+    """Multiply-adds of one member's forward step in the dense contractions, by part (FFTs and
+    elementwise work left out; the count of scripts/bench_sfno.py for any grid and width):
+    pointwise = the encoder, decoder, skips and MLPs (C_in x C_out per grid point);
+    transforms = the spectral convolutions' analysis and synthesis (2 x 2C x nlat per (l, m) pair
+    contracted, the pairs of `layers.order_chunks`); mix = their per-degree weights (4 C^2 per pair)."""
+    from weatherens.model.layers import order_chunks
+
+    cfg, sht = predictor.cfg, predictor.sht
+    e = cfg.embed_dim
+    h = max(1, int(round(cfg.mlp_ratio * e)))
+    points = predictor.lat.size * predictor.lon.size
+    pointwise = (predictor.in_channels * h + h * e + cfg.blocks * (e * e + 2 * e * h) + e * h
+                 + h * len(predictor.channels)) * points
+    pairs = sum((m1 - m0) * (sht.lmax + 1 - m0) for m0, m1 in order_chunks(sht.mmax + 1))
+    return {"pointwise": float(pointwise), "transforms": float(cfg.blocks * pairs * 4 * e * predictor.lat.size),
+            "mix": float(cfg.blocks * pairs * 4 * e * e)}
+
+
+def step_costs(grid: str, network: str, lmax: int = 0) -> dict:
+    """XLA cost and memory analysis of the forward step and training step of `network` on `grid`."""
+    import jax
+    import jax.numpy as jnp
+
+    from weatherens.train import step as train_step_lib
+
+    exp, predictor, t_build = predictor_at(grid, network, lmax)
+    c, nf = len(predictor.channels), len(predictor.forcings)
+    nlat, nlon = predictor.lat.size, predictor.lon.size
     tables = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), predictor.tables())
-    key = jax.eval_shape(lambda: jax.random.key(0))
-    field = jax.ShapeDtypeStruct((c, nlat, nlon), jnp.float32)
-    forcing = jax.ShapeDtypeStruct((nf, nlat, nlon), jnp.float32)
-    noise_state = jax.eval_shape(lambda: predictor.initial_noise(jax.random.key(0)))
-    forward = jax.jit(predictor.with_tables(predictor.step)).lower(
-        tables, params, field, field, forcing, forcing, key, noise_state).compile()
+    args = forward_inputs(predictor, abstract=True)
+    forward = jax.jit(predictor.with_tables(predictor.step)).lower(tables, *args).compile()
     cfg = dataclasses.replace(exp.train, members=2, rollout_lengths=(1,), rollout_starts=(0,), gradient_steps=0,
                               ema_decay=0.0, phase_learning_rates=(), phase_warmup_steps=())
     objective = train_step_lib.Objective(predictor, cfg)
@@ -194,10 +234,10 @@ def step_costs(grid: str, network: str) -> dict:
              "targets": jax.ShapeDtypeStruct((1, 1, c, nlat, nlon), jnp.float32)}
     train = jax.jit(predictor.with_tables(train_step_lib.make_train_step(objective, optimizer, 0)),
                     donate_argnums=1).lower(tables, state, batch).compile()
-    out = {"grid": f"{nlon}x{nlat}", "network": network, "channels": c,
-           "parameters": int(sum(np.prod(x.shape) for x in jax.tree.leaves(params))),
+    out = {"grid": f"{nlon}x{nlat}", "network": network + (f"-l{lmax}" if lmax else ""), "channels": c,
+           "lmax": predictor.sht.lmax, "parameters": int(sum(np.prod(x.shape) for x in jax.tree.leaves(args[0]))),
            "table_gib": sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tables)) / 2**30,
-           "build_tables_s": t_build}
+           "build_tables_s": t_build, "forward_macs": forward_macs(predictor)}
     for name, compiled in (("forward", forward), ("train", train)):
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -209,14 +249,37 @@ def step_costs(grid: str, network: str) -> dict:
     return out
 
 
+def timed_forward(grid: str, network: str, lmax: int = 0, repeats: int = 2) -> dict:
+    """Wall time of one member's forward step, run (best of `repeats` after the compiling call)."""
+    import jax
+
+    _, predictor, _ = predictor_at(grid, network, lmax)
+    args = forward_inputs(predictor, abstract=False)
+    step = jax.jit(predictor.with_tables(predictor.step))
+    tables = predictor.tables()
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(tables, *args))
+    first = time.perf_counter() - t0
+    best = min(_timed(lambda: jax.block_until_ready(step(tables, *args))) for _ in range(repeats))
+    return {"grid": grid, "network": network + (f"-l{lmax}" if lmax else ""), "first_s": first, "step_s": best,
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
 def print_costs(rows: list[dict], rate: float) -> None:
+    print("\nForward multiply-adds per member by part (dense contractions, counted from the architecture):")
+    for r in rows:
+        m = r["forward_macs"]
+        total = sum(m.values())
+        print(f"  {r['network']:<10}{r['grid']:>10}  L={r['lmax']:<4} {2 * total / 1e9:9.1f} GFLOP: pointwise "
+              f"{100 * m['pointwise'] / total:4.1f} %, transforms {100 * m['transforms'] / total:4.1f} %, "
+              f"spectral mix {100 * m['mix'] / total:4.1f} %")
     print(f"\nXLA cost analysis (reference: float32 matmul on these cores, {rate / 1e9:.1f} GFLOP/s)")
-    print(f"{'network':<8}{'grid':>10}{'params':>9}{'tables':>9}{'step':>9}{'GFLOP':>10}{'GB moved':>10}"
+    print(f"{'network':<10}{'grid':>10}{'params':>9}{'tables':>9}{'step':>9}{'GFLOP':>10}{'GB moved':>10}"
           f"{'args GiB':>10}{'temp GiB':>10}{'CPU s at ref':>14}")
     for r in rows:
         for name in ("forward", "train"):
             c = r[name]
-            print(f"{r['network']:<8}{r['grid']:>10}{r['parameters'] / 1e6:>8.1f}M{r['table_gib']:>8.2f}G{name:>9}"
+            print(f"{r['network']:<10}{r['grid']:>10}{r['parameters'] / 1e6:>8.1f}M{r['table_gib']:>8.2f}G{name:>9}"
                   f"{c['gflop']:>10.1f}{c['gb_accessed']:>10.2f}{c['argument_gib']:>10.2f}{c['temp_gib']:>10.2f}"
                   f"{c['gflop'] * 1e9 / rate:>14.2f}")
 
@@ -237,6 +300,7 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=20.0, help="days of the 1.5 deg store (default 20)")
     parser.add_argument("--full", action="store_true", help="also 0.25 deg: store, cost analysis, one forward step")
     parser.add_argument("--skip-pipeline", action="store_true", help="only the cost analysis")
+    parser.add_argument("--grids", nargs="+", help="grids of the cost analysis (default 64x32 1.5, and 0.25 with --full)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count()}
@@ -244,14 +308,30 @@ def main() -> None:
         world = args.world or short_world(args.work)
         report["pipeline"] = pipeline(world, args.work, args.days)
     rate = matmul_rate()
-    grids = ["64x32", "1.5"] + (["0.25"] if args.full else [])
+    grids = args.grids or ["64x32", "1.5"] + (["0.25"] if args.full else [])
     costs = []
     for grid in grids:
-        for network in ("small", "base"):
-            print(f"  analysing {network} at {grid} ...", flush=True)
-            costs.append(step_costs(grid, network))
+        for network, lmax in (("small", 0), ("base", 0)) + ((("base", 240),) if grid == "0.25" else ()):
+            print(f"  analysing {network}{f' lmax {lmax}' if lmax else ''} at {grid} ...", flush=True)
+            costs.append(step_costs(grid, network, lmax))
     report |= {"matmul_gflop_s": rate / 1e9, "costs": costs}
     print_costs(costs, rate)
+    ram_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    runs = []
+    for c in costs:  # run the forward step where its analysed memory fits in 3/4 of the RAM
+        need = c["forward"]["argument_gib"] + c["forward"]["temp_gib"] + c["forward"]["output_gib"]
+        if c["grid"] != "64x32" and need < 0.75 * ram_gib:
+            network, _, lmax = c["network"].partition("-l")
+            grid = {"240x121": "1.5", "1440x721": "0.25"}[c["grid"]]
+            runs.append(timed_forward(grid, network, int(lmax or 0)))
+            r = runs[-1]
+            print(f"  forward step run: {r['network']} at {c['grid']}: {r['step_s']:.2f} s (first {r['first_s']:.1f} s), "
+                  f"projected at the matmul rate {c['forward']['gflop'] * 1e9 / rate:.2f} s, "
+                  f"ratio {r['step_s'] / (c['forward']['gflop'] * 1e9 / rate):.2f}; peak RSS {r['peak_rss_gib']:.1f} GiB")
+        else:
+            print(f"  forward step not run: {c['network']} at {c['grid']} needs {need:.1f} GiB by XLA's analysis "
+                  f"(RAM {ram_gib:.0f} GiB)" if c["grid"] != "64x32" else "", end="\n" if c["grid"] != "64x32" else "")
+    report["forward_runs"] = runs
     if args.full:
         world = args.world or short_world(args.work)
         store = args.work / "wb2-0.25deg.zarr"

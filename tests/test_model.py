@@ -249,6 +249,7 @@ def test_with_tables_passes_the_grid_constants_as_arguments_not_program_constant
     assert p.constants is own["constants"] and p.increment_filter.sht is own["increment"]
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_agrees_with_float32_over_a_loss_and_a_ten_step_rollout():
     from weatherens.train import step as train_step_lib
 
