@@ -100,12 +100,12 @@ def training_overrides(store: Path) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
-def pipeline(world: Path, work: Path, days: float) -> list[dict]:
-    store = work / "wb2-1.5deg.zarr"
+def pipeline(world: Path, work: Path, days: float, grid: str = "1.5") -> list[dict]:
+    store = work / f"wb2-{grid}deg.zarr"
     rows = []
-    print("1.5 deg pipeline (wall time from outside the process, peak resident memory):")
+    print(f"{grid} deg pipeline (wall time from outside the process, peak resident memory):")
     if not store.exists():
-        rows.append(stage("world-wb2", ["world-wb2", str(world), "--grid", "1.5", "--days", str(days), "--out",
+        rows.append(stage("world-wb2", ["world-wb2", str(world), "--grid", grid, "--days", str(days), "--out",
                                         str(store), "--quiet"], work / "world-wb2.log"))
     gb, rate = raw_read_rate(store)
     print(f"  reference: raw zarr read of the store, {gb:.2f} GB at {rate:.2f} GB/s")
@@ -302,6 +302,7 @@ def main() -> None:
     parser.add_argument("--world", type=Path, help="a physics world store (default: a short one built in --work)")
     parser.add_argument("--work", type=Path, default=Path("runs/bench_scale"), help="working folder (reused)")
     parser.add_argument("--days", type=float, default=20.0, help="days of the 1.5 deg store (default 20)")
+    parser.add_argument("--pipeline-grid", default="1.5", help="grid of the pipeline (default 1.5; 5.625 for a smoke run)")
     parser.add_argument("--full", action="store_true", help="also 0.25 deg: store, cost analysis, one forward step")
     parser.add_argument("--skip-pipeline", action="store_true", help="only the cost analysis")
     parser.add_argument("--grids", nargs="+", help="grids of the cost analysis (default 64x32 1.5, and 0.25 with --full)")
@@ -310,7 +311,7 @@ def main() -> None:
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count()}
     if not args.skip_pipeline:
         world = args.world or short_world(args.work)
-        report["pipeline"] = pipeline(world, args.work, args.days)
+        report["pipeline"] = pipeline(world, args.work, args.days, args.pipeline_grid)
     rate = matmul_rate()
     grids = args.grids or ["64x32", "1.5"] + (["0.25"] if args.full else [])
     costs = []
