@@ -305,6 +305,7 @@ def main() -> None:
     parser.add_argument("--pipeline-grid", default="1.5", help="grid of the pipeline (default 1.5; 5.625 for a smoke run)")
     parser.add_argument("--full", action="store_true", help="also 0.25 deg: store, cost analysis, one forward step")
     parser.add_argument("--skip-pipeline", action="store_true", help="only the cost analysis")
+    parser.add_argument("--analysis-only", action="store_true", help="no forward step runs (the analysis does not depend on load)")
     parser.add_argument("--grids", nargs="+", help="grids of the cost analysis (default 64x32 1.5, and 0.25 with --full)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -325,6 +326,8 @@ def main() -> None:
     runs = []
     for c in costs:  # run the forward step where its analysed memory fits in 3/4 of the RAM
         need = c["forward"]["argument_gib"] + c["forward"]["temp_gib"] + c["forward"]["output_gib"]
+        if args.analysis_only:
+            break
         if c["grid"] != "64x32" and need < 0.75 * ram_gib:
             network, _, lmax = c["network"].partition("-l")
             grid = {"240x121": "1.5", "1440x721": "0.25"}[c["grid"]]
