@@ -169,7 +169,8 @@ def write_wb2_store(world: str | Path, out: str | Path, grid: str = "1.5", days:
                         "description": world_model.DESCRIPTION, "references": world_model.REFERENCES,
                         WB2_ATTR: json.dumps({"world": str(world), "grid": f"{nlon}x{nlat}", "start": str(times[0]),
                                               "frames": frames_count, "levels": list(levels)})}
-            encoding = {k: {"chunks": ds[k].shape if k in static else (1,) + ds[k].shape[1:]} for k in ds.data_vars}
+            encoding: dict[str, dict[str, object]] = {
+                str(k): {"chunks": ds[k].shape if k in static else (1,) + ds[k].shape[1:]} for k in ds.data_vars}
             encoding["time"] = {"units": "hours since 1959-01-01", "dtype": "int64"}
             ds.to_zarr(partial, mode="w", zarr_format=2, consolidated=False, encoding=encoding)
         else:
