@@ -159,12 +159,13 @@ def _timed(fn) -> float:
 def predictor_at(grid: str, network: str, lmax: int = 0):
     """(experiment, Predictor, build seconds) of the small or base network on a grid, dry world channels."""
     from weatherens import config
+    from weatherens import grid as grid_mod
     from weatherens.model.predictor import Predictor
     from weatherens.world import wb2
 
-    nlon, nlat = {"64x32": (64, 32)}.get(grid) or wb2.wb2_grid(grid)
-    lat = np.linspace(-90, 90, nlat) if grid != "64x32" else np.linspace(-90, 90, nlat + 1)[:-1] + 90 / nlat
-    lon = np.arange(nlon) * 360.0 / nlon
+    poles = grid != "64x32"  # WB2's 64 x 32 grid has no poles, as the physics world archives it
+    nlon, nlat = wb2.wb2_grid(grid) if poles else (64, 32)
+    lat, lon = grid_mod.equiangular_latitudes(nlat, with_poles=poles), grid_mod.longitudes(nlon)
     exp = config.load(BASE if network == "base" else ROOT / "configs" / "small.yaml",
                       ([f"data.variables={json.dumps(DRY_VARIABLES)}"] if network == "base" else [])
                       + ([f"model.lmax={lmax}"] if lmax else []))

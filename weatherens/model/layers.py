@@ -18,6 +18,8 @@ the layout.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,13 +31,18 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def contract(spec: str, a: jax.Array, b: jax.Array, compute_dtype=jnp.float32) -> jax.Array:
-    """jnp.einsum(spec, a, b) in float32 at Precision.HIGHEST, or, with compute_dtype bfloat16, with both
-    operands rounded to bfloat16 and float32 accumulation (mixed precision as in Micikevicius et al.
-    2018: float32 parameters, bfloat16 matmul operands, float32 sums). The result is float32."""
+def _product(op, a: jax.Array, b: jax.Array, compute_dtype) -> jax.Array:
+    """op(a, b) (jnp.dot or an einsum) in float32 at Precision.HIGHEST, or, with compute_dtype bfloat16,
+    with both operands rounded to bfloat16 and float32 accumulation (mixed precision as in Micikevicius
+    et al. 2018: float32 parameters, bfloat16 matmul operands, float32 sums). The result is float32."""
     if compute_dtype == jnp.float32:
-        return jnp.einsum(spec, a, b, precision=_HIGHEST)
-    return jnp.einsum(spec, a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=jnp.float32)
+        return op(a, b, precision=_HIGHEST)
+    return op(a.astype(compute_dtype), b.astype(compute_dtype), preferred_element_type=jnp.float32)
+
+
+def contract(spec: str, a: jax.Array, b: jax.Array, compute_dtype=jnp.float32) -> jax.Array:
+    """jnp.einsum(spec, a, b) in `compute_dtype` (`_product`)."""
+    return _product(functools.partial(jnp.einsum, spec), a, b, compute_dtype)
 
 
 class ChannelLinear(nnx.Module):
@@ -50,11 +57,7 @@ class ChannelLinear(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...]
         # one 2-D matmul: on CPU its gradient is faster than an einsum's over (..., i) (docs/benchmarks.md)
-        x2 = x.reshape(-1, kernel.shape[0])
-        if self.compute_dtype == jnp.float32:
-            y = jnp.dot(x2, kernel, precision=_HIGHEST)
-        else:
-            y = jnp.dot(x2.astype(self.compute_dtype), kernel.astype(self.compute_dtype), preferred_element_type=jnp.float32)
+        y = _product(jnp.dot, x.reshape(-1, kernel.shape[0]), kernel, self.compute_dtype)
         return y.reshape(x.shape[:-1] + (kernel.shape[1],)) + self.bias[...]
 
 

@@ -13,10 +13,11 @@ before it is added and chosen channels keep their global mean (`model.increment`
 its methods are pure functions of explicit parameters, states and PRNG keys, for one member
 (no batch dims): vmap them over members and samples.
 
-The spherical transforms' tables (float32 (M + 1, L + 1, lat) each, 1.5 GB apiece at 0.25 deg with
-L = 720) are constants of the step. A jitted function that calls the step folds them into its
-program unless it is wrapped by `with_tables` and given `transforms()` as its first argument:
-then they are arguments of the program (compile time and program size do not grow with them).
+The spherical transforms' tables (float32 (M + 1, L + 1, lat) each, 1.4 GiB apiece at 0.25 deg with
+L = 719) and the constant features are constants of the step. A jitted function that calls the
+step folds them into its program unless it is wrapped by `with_tables` and given `tables()` as its
+first argument: then they are arguments of the program (compile time and program size do not
+grow with them).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ aquaplanet without orography). No humidity: the world is dry.
 
 Winds at the pole rows, where the components are singular (u = u cos(lat) / cos(lat)), are those
 of the wind vector of the adjacent ring (its mean in Cartesian components), projected on each pole
-point's east and north: first-order accurate in the ring spacing.
+point's east and north. The ring mean cancels the wind's first-order variation about the pole, so
+the error is second order in the ring spacing (a solid-body rotation's: 1 - cos(spacing)).
 
 Written to `<out>.partial` and renamed when complete, so `<out>` is always whole; a partial left
 by a killed run is deleted and the run starts over (a few minutes at 1.5 deg).
@@ -39,6 +40,7 @@ from dinosaur import primitive_equations, spherical_harmonic
 from tqdm import tqdm
 
 from weatherens import files
+from weatherens import grid as grid_mod
 from weatherens.data import names
 from weatherens.errors import InputError
 from weatherens.world import model as world_model
@@ -74,14 +76,16 @@ def pole_winds(u: jax.Array, v: jax.Array, lat: np.ndarray, lon: np.ndarray) -> 
     x, y components), then u = W . e_east(lon), v = W . e_north(pole, lon), with
     e_east = (-sin lon, cos lon), e_north = (-sin lat cos lon, -sin lat sin lon) (horizontal parts).
     """
-    lam, phi = np.deg2rad(lon)[:, None], np.deg2rad(lat)
+    lam, phi = np.deg2rad(lon), np.deg2rad(lat)
+    east = (-np.sin(lam), np.cos(lam))
+
+    def north(row: int):
+        return -np.sin(phi[row]) * np.cos(lam), -np.sin(phi[row]) * np.sin(lam)
 
     def fill(u, v, pole: int, ring: int):
-        east = (-np.sin(lam[:, 0]), np.cos(lam[:, 0]))
-        north_ring = (-np.sin(phi[ring]) * np.cos(lam[:, 0]), -np.sin(phi[ring]) * np.sin(lam[:, 0]))
+        north_ring, north_pole = north(ring), north(pole)
         wx = jnp.mean(u[..., ring] * east[0] + v[..., ring] * north_ring[0], axis=-1, keepdims=True)
         wy = jnp.mean(u[..., ring] * east[1] + v[..., ring] * north_ring[1], axis=-1, keepdims=True)
-        north_pole = (-np.sin(phi[pole]) * np.cos(lam[:, 0]), -np.sin(phi[pole]) * np.sin(lam[:, 0]))
         return (u.at[..., pole].set(wx * east[0] + wy * east[1]),
                 v.at[..., pole].set(wx * north_pole[0] + wy * north_pole[1]))
 
@@ -94,7 +98,7 @@ def wb2_fields_fn(model: world_model.TruthModel, levels, nlon: int, nlat: int) -
     grid = target_grid(model.coords.horizontal, nlon, nlat)
     nodal, si = world_model.nodal_fields_fn(model.coords, model.physics_specs, model.reference_temperature,
                                             tuple(levels), grid)
-    lat, lon = np.linspace(-90.0, 90.0, nlat), np.arange(nlon) * (360.0 / nlon)  # WB2's coordinates, exactly
+    lat, lon = grid_mod.equiangular_latitudes(nlat, with_poles=True), grid_mod.longitudes(nlon)  # WB2's, exactly
     np.testing.assert_allclose(np.deg2rad(lat), grid.latitudes, atol=1e-9)  # the nodes dinosaur synthesises at
     np.testing.assert_allclose(np.deg2rad(lon), grid.longitudes, atol=1e-9)
 
