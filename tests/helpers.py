@@ -57,12 +57,20 @@ def canonical_dataset(
 
 
 @contextlib.contextmanager
-def serve_directory(directory: Path) -> Iterator[str]:
-    """A static HTTP server of `directory` on 127.0.0.1 (a free port) for the block; yields its base URL."""
+def serve_directory(directory: Path, requests: list[str] | None = None) -> Iterator[str]:
+    """A static HTTP server of `directory` on 127.0.0.1 (a free port) for the block; yields its base URL.
+    With `requests`, the path of every GET request is appended to it."""
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as cloud stores serve: no reconnects and retried requests
+
         def log_message(self, *args):
             pass
+
+        def do_GET(self):
+            if requests is not None:
+                requests.append(self.path)
+            super().do_GET()
 
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory)))
     server.daemon_threads = True

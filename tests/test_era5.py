@@ -8,6 +8,7 @@ import xarray as xr
 
 from helpers import canonical_dataset, serve_directory, write_zarr
 from weatherens import data
+from weatherens.data import stored_chunks
 
 
 def assert_same_as_canonical(opened: xr.Dataset, canonical: xr.Dataset) -> None:
@@ -188,3 +189,30 @@ def test_real_era5_tl31_netcdf(era5_samples):
     assert 4600 < z500.min() and z500.max() < 6000  # metres
     with pytest.raises(data.DataError, match="fewer than two times"):
         data.check_training_ready(ds)
+
+
+def test_stored_chunk_runs_follow_the_canonical_reordering(tmp_path):
+    """A native-ERA5 layout (latitude 90 -> -90, longitude -180..180, renamed dims) chunked (3 times,
+    5 latitudes, 12 longitudes): after era5.open reverses the latitudes and rotates the longitudes,
+    `stored_chunks.runs` gives the chunks in canonical order, worked out by hand from raw index // chunk."""
+    raw = arco_layout(canonical_dataset(ntime=10, nlat=16, nlon=32))
+    chunks = {"time": 3, "isobaricInhPa": 2, "lat": 5, "lon": 12}
+    encoding = {v: {"chunks": tuple(chunks[d] for d in raw[v].dims)} for v in raw.data_vars}
+    encoding["t2m"] = {"chunks": (10, 16, 32)}  # another variable of the store in one chunk
+    raw.to_zarr(tmp_path / "arco.zarr", mode="w", consolidated=False, zarr_format=3, encoding=encoding)
+    opened = data.open(tmp_path / "arco.zarr", with_stored_chunks=True)
+    assert stored_chunks.runs(opened, "temperature", "time") == (3, 3, 3, 1)
+    assert stored_chunks.runs(opened, "temperature", "level") == (2,)
+    # raw rows 0-4, 5-9, 10-14, 15 reversed: canonical rows 0, 1-5, 6-10, 11-15
+    assert stored_chunks.runs(opened, "temperature", "latitude") == (1, 5, 5, 5)
+    # canonical longitude k (11.25 k deg) is raw column (k + 16) mod 32: chunk ids 1 x8, 2 x8, 0 x12, 1 x4
+    assert stored_chunks.runs(opened, "temperature", "longitude") == (8, 8, 12, 4)
+    assert stored_chunks.runs(opened, "2m_temperature", "time") == (10,)
+    assert stored_chunks.runs(opened, "2m_temperature", "longitude") == (32,)  # one chunk, rotated or not
+    assert stored_chunks.runs(data.open(tmp_path / "arco.zarr"), "temperature", "time") is None  # not by default
+    selected = data.open(tmp_path / "arco.zarr", time=slice("2000-01-01T12", None), with_stored_chunks=True)
+    assert stored_chunks.runs(selected, "geopotential", "time") == (1, 3, 3, 1)  # the selection starts in a chunk
+    chunked = stored_chunks.chunk_like_store(selected, {"time": 1, "latitude": 4, "longitude": -1})
+    assert chunked["temperature"].chunks[0] == (1, 3, 3, 1) and chunked["2m_temperature"].chunks[0] == (8,)
+    assert chunked["temperature"].chunksizes["latitude"] == (1, 5, 5, 5)
+    assert not [c for c in chunked.coords if str(c).startswith(stored_chunks.PREFIX)]

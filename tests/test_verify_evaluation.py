@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from helpers import canonical_dataset, write_zarr
+from helpers import canonical_dataset, serve_directory, write_zarr
 from weatherens import cli, grid
 from weatherens.verify import evaluation
 from weatherens.verify import io as verify_io
@@ -139,8 +139,14 @@ def test_leads_and_variables_without_truth_are_reported_not_dropped(tmp_path):
 def test_lead_groups_share_init_masks_and_keep_lead_order():
     a, b = np.array([True, True]), np.array([True, False])
     scored = [(0, None, a), (1, None, a), (2, None, b), (3, None, a), (4, None, a), (5, None, b)]
-    groups = evaluation._lead_groups(scored, 3)
+    groups = evaluation._lead_groups(scored, 3, np.arange(6))  # one stored chunk per lead
     assert [[i for i, _, _ in g] for g in groups] == [[0, 1, 3], [4], [2, 5]]
+    # leads stored two per chunk: a group of at most 3 takes whole chunks, cutting a chunk only when larger
+    same = [(i, None, a) for i in range(6)]
+    groups = evaluation._lead_groups(same, 3, np.array([0, 0, 1, 1, 2, 2]))
+    assert [[i for i, _, _ in g] for g in groups] == [[0, 1], [2, 3], [4, 5]]
+    groups = evaluation._lead_groups(same, 1, np.array([0, 0, 1, 1, 2, 2]))
+    assert [[i for i, _, _ in g] for g in groups] == [[0], [1], [2], [3], [4], [5]]
 
 
 def test_grouped_leads_score_as_one_lead_at_a_time(tmp_path, monkeypatch):
@@ -247,3 +253,41 @@ def test_per_init_scores_average_to_the_scores_and_match_the_paired_module(tmp_p
     expected = paired.per_init_crps_fair(fcst, truth, "temperature", 850, lead)
     np.testing.assert_allclose(per_init.sel(score="crps_fair", lead_time=lead, region="global", level=850),
                                expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunks", [
+    {"time": 3, "prediction_timedelta": 2, "number": 3, "level": 1, "latitude": 8, "longitude": 32},  # cut everywhere
+    None,  # as xarray writes by default (zarr's own chunk guess)
+])
+def test_each_stored_chunk_of_the_forecast_is_read_once(tmp_path, chunks):
+    """Scoring a forecast over HTTP: every chunk of its variables is fetched once, however the store
+    is chunked (dask chunks of one init and one lead fetched a chunk of 3 inits x 2 leads 6 times)."""
+    truth = canonical_dataset(ntime=24, nlat=16, nlon=32)
+    fcst = make_forecast(truth, slice(0, 8), members=5, noise=1.0)
+    encoding = None if chunks is None else {v: {"chunks": tuple(chunks[d] for d in fcst[v].dims)}
+                                            for v in fcst.data_vars}
+    fcst.to_zarr(tmp_path / "fc.zarr", mode="w", consolidated=False, zarr_format=3, encoding=encoding)
+    write_zarr(truth, tmp_path / "truth.zarr")
+    requests: list[str] = []
+    with serve_directory(tmp_path, requests) as url:
+        s = score(f"{url}/fc.zarr", f"{url}/truth.zarr")
+    data_chunks = sorted(f"/{p.relative_to(tmp_path)}" for v in fcst.data_vars
+                         for p in (tmp_path / "fc.zarr" / v / "c").rglob("*") if p.is_file())
+    fetched = sorted(r for r in requests if any(r.startswith(f"/fc.zarr/{v}/c/") for v in fcst.data_vars))
+    assert chunks is None or len(data_chunks) == 24 + 48 + 48  # 3 x 2 x 2 x 2 chunks of 2m_temperature, x 2 levels
+    assert fetched == data_chunks
+    assert np.isfinite(s["temperature"].sel(metric="crps_fair")).all()
+
+
+def test_metrics_subset_scores_the_same_and_skips_the_rest(stores):
+    truth, fcst, tpath, fpath, _ = stores
+    full = score(fpath, tpath)
+    some = score(fpath, tpath, metrics=["crps_fair", "rmse", "spread"])
+    assert some["temperature"]["metric"].values.tolist() == ["crps_fair", "rmse", "spread"]
+    xr.testing.assert_allclose(some["temperature"], full["temperature"].sel(metric=["crps_fair", "rmse", "spread"]),
+                               rtol=1e-12)
+    assert some["temperature_per_init"]["score"].values.tolist() == ["crps_fair", "mse", "var"]
+    assert not {k for k in some.data_vars if k.endswith(("rank_histogram", "sh_spectrum", "zonal_spectrum"))}
+    assert {"temperature_rank_histogram", "temperature_sh_spectrum"} <= set(full.data_vars)
+    with pytest.raises(cli.WeatherensError, match=r"--metrics: unknown metric\(s\) \['crsp'\]"):
+        score(fpath, tpath, metrics=["crsp"])

@@ -174,7 +174,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     written = evaluation.verify(
         args.forecast, args.truth, args.out, names=args.name, climatology=args.climatology,
         variables=args.variables, regions=args.regions or evaluation.REGIONS, thresholds=args.thresholds or (),
-        plots=args.plots, baseline=args.baseline, scheduler=args.scheduler, seed=args.seed,
+        plots=args.plots, baseline=args.baseline, scheduler=args.scheduler, seed=args.seed, metrics=args.metrics,
         progress=not args.quiet,
     )
     for path in written:
@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variables", nargs="+", help="variables to score (default: all of the forecast's)")
     p.add_argument("--regions", nargs="+", help="regions (default: global tropics extratropics_nh extratropics_sh)")
     p.add_argument("--thresholds", nargs="+", help="Brier thresholds: values (273.15) or truth quantiles (q0.9)")
+    p.add_argument("--metrics", nargs="+",
+                   help="compute only these of crps crps_fair rmse spread ssr ssr_debiased acc rank_histogram "
+                        "spectra (default: all); e.g. crps_fair rmse spread skips the ecdf CRPS, ACC, rank "
+                        "histograms and spectra")
     p.add_argument("--plots", type=Path, help="write PNG figures to this folder")
     p.add_argument("--baseline", help="the forecast name the scorecard compares against (default: the second)")
     p.add_argument("--scheduler", help="dask.distributed scheduler address, e.g. tcp://10.0.0.1:8786")

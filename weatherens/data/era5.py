@@ -21,7 +21,7 @@ import xarray as xr
 import zarr
 
 from weatherens import grid
-from weatherens.data import names
+from weatherens.data import names, stored_chunks
 from weatherens.errors import InputError
 
 CANONICAL_DIMS = ("time", names.LEAD_DIM, names.MEMBER_DIM, "level", "latitude", "longitude")
@@ -201,6 +201,7 @@ def open(  # noqa: A001 - the loader's natural name, as in xarray
     time: slice | None = None,
     *,
     storage_options: dict | None = None,
+    with_stored_chunks: bool = False,
 ) -> xr.Dataset:
     """Open an ERA5-schema store lazily and return it in canonical form.
 
@@ -211,6 +212,9 @@ def open(  # noqa: A001 - the loader's natural name, as in xarray
       variables: short or long names; None keeps all. Returned under their long names.
       levels: pressure levels in hPa to keep (for the variables that have levels).
       time: a slice of times (strings or datetime64), inclusive as in xarray.
+      with_stored_chunks: also return, as `stored_chunks.PREFIX`-named coordinates, where the
+        store's chunks lie in the canonical order (`stored_chunks.runs`), for readers that plan
+        dask chunks by them.
 
     Returns:
       An xarray.Dataset backed by lazily indexed arrays (no dask, nothing read yet):
@@ -227,6 +231,8 @@ def open(  # noqa: A001 - the loader's natural name, as in xarray
     ds = _decode_time(ds, store)
     ds = _rename_dims(ds)
     ds = _rename_variables(ds, store)
+    if with_stored_chunks:
+        ds = stored_chunks.tag(ds)
     ds = _canonical_level(ds)
     ds = _canonical_horizontal(ds, store)
     ds = _canonical_time(ds, store)

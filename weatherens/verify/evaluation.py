@@ -34,7 +34,9 @@ import xarray as xr
 from tqdm import tqdm
 
 from weatherens.data import era5
+from weatherens.errors import InputError
 from weatherens.verify import io, metrics, partial_scores, spectra
+from weatherens.verify.shared_chunks import SharedChunks
 from weatherens.verify.regions import region_weights
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,21 @@ BASE_METRICS = ("crps", "crps_fair", "rmse", "spread", "ssr", "ssr_debiased", "a
 # (`weatherens.verify.paired`); RMSE and spread are the square roots of the init-mean of mse and var.
 PER_INIT_METRICS = ("crps", "crps_fair", "mse", "var")
 SOURCES = ("truth", "members", "ensemble_mean")
+# What `evaluate(metrics=...)` and `weatherens verify --metrics` can ask for, and the pointwise parts
+# (`partial_scores.POINTWISE_PARTS`) each needs; Brier scores come with thresholds whatever is asked.
+METRIC_PARTS = {
+    "crps": {"crps"}, "crps_fair": {"crps_fair"}, "rmse": {"mse"}, "spread": {"var"}, "ssr": {"mse", "var"},
+    "ssr_debiased": {"mse", "var"}, "acc": {"acc"}, "rank_histogram": {"ranks"}, "spectra": set(),
+}
+
+
+def metric_parts(metrics: Sequence[str] | None) -> tuple[frozenset[str], bool]:
+    """(the pointwise parts to compute, whether to compute spectra) for the asked metrics (None: all)."""
+    asked = list(METRIC_PARTS) if metrics is None else list(metrics)
+    unknown = [m for m in asked if m not in METRIC_PARTS]
+    if unknown:
+        raise InputError(f"--metrics: unknown metric(s) {unknown}; choose from {list(METRIC_PARTS)}")
+    return frozenset().union(*(METRIC_PARTS[m] for m in asked)), "spectra" in asked
 
 
 def parse_threshold(spec: str) -> tuple[str, float, bool]:
@@ -121,13 +138,28 @@ def _leads_per_block(f_all: xr.DataArray) -> int:
     return int(max(1, min(MAX_LEADS_PER_BLOCK, BLOCK_BYTES // one_lead)))
 
 
-def _lead_groups(scored: list[tuple[int, xr.DataArray, np.ndarray]], size: int) -> list[list]:
-    """The (lead index, truth, inits-with-truth mask) entries grouped by mask, in lead order, at most
-    `size` per group (a group's leads score the same init times)."""
+def _units(x: xr.DataArray, dim: str) -> tuple[int, ...]:
+    """The dask chunks of x along dim (the store's chunks, `io.open_forecast`), or one unit per index
+    for numpy-backed data (no stored chunks to respect)."""
+    if x.chunks is not None:
+        return tuple(int(n) for n in x.chunksizes[dim])
+    return (1,) * x.sizes[dim]
+
+
+def _lead_groups(scored: list[tuple[int, None, np.ndarray]], size: int,
+                 lead_chunk: np.ndarray) -> list[list]:
+    """The (lead index, None, inits-with-truth mask) entries grouped by mask, in lead order, at most
+    `size` per group (a group's leads score the same init times), cut between stored lead chunks
+    (`lead_chunk`: each lead's chunk number) where a group must be cut."""
     by_mask: dict[bytes, list] = {}
     for entry in scored:
         by_mask.setdefault(entry[2].tobytes(), []).append(entry)
-    return [same[k:k + size] for same in by_mask.values() for k in range(0, len(same), size)]
+    groups = []
+    for same in by_mask.values():
+        ids = lead_chunk[[i for i, _, _ in same]]
+        runs = np.diff(np.concatenate([[0], np.flatnonzero(np.diff(ids) != 0) + 1, [ids.size]]))
+        groups += [same[a:b] for a, b in partial_scores.aligned_blocks(tuple(int(n) for n in runs), size)]
+    return groups
 
 
 def _one_lead(finished, j: int):
@@ -145,30 +177,64 @@ def _inits(x, time: tuple[int, int]):
     return x.isel(time=slice(*time)) if isinstance(x, xr.DataArray) and "time" in x.dims else x
 
 
-def _group_tasks(group_index, f, t, clim, thresholds, w, seed, with_spectra) -> list[tuple[tuple, Delayed]]:
-    """(tag, dask.delayed) pairs for one group of leads (f and t carry the lead dim): pointwise
-    blocks, then spectrum blocks per source. The ranks' tie-breaking draws are keyed on the points'
-    coordinates, lead included (`metrics.ranks`), so they do not depend on the grouping."""
+def _runs(ids: np.ndarray) -> tuple[int, ...]:
+    """Lengths of the runs of equal consecutive values in ids."""
+    edges = np.flatnonzero(np.diff(ids) != 0) + 1
+    return tuple(int(n) for n in np.diff(np.concatenate([[0], edges, [ids.size]])))
+
+
+def _chunk_of(x: xr.DataArray, dim: str) -> np.ndarray:
+    """Each index's dask chunk number along dim (`_units`)."""
+    units = _units(x, dim)
+    return np.repeat(np.arange(len(units)), units)
+
+
+def _group_tasks(group_index: int, src_f: SharedChunks, src_t: SharedChunks, f_all: xr.DataArray, ipos: np.ndarray,
+                 idx: list[int], t_pos: np.ndarray, clim, thresholds, w, seed: int, parts: frozenset[str],
+                 with_spectra: bool) -> list[tuple[tuple, Delayed]]:
+    """(tag, dask.delayed) pairs for one group of leads (positions `idx`) scored at the init positions
+    `ipos`, whose valid times are the truth's positions t_pos (init, lead): pointwise blocks of init
+    times x latitude rows, cut between the forecast's stored chunks where they can be, built from
+    the shared chunk reads of `src_f` and `src_t` (each chunk read once). Spectra come with the
+    pointwise blocks when a block holds whole fields; otherwise from spectrum blocks of init times x
+    members (which read the forecast's chunks again). The ranks' tie-breaking draws are keyed on the
+    points' coordinates, lead included (`metrics.ranks`), so they do not depend on the blocks."""
     tasks: list[tuple[tuple, Delayed]] = []
-    n_time, n_lat = f.sizes["time"], f.sizes["latitude"]
-    per_time, per_lat = _pointwise_block_shape(f)
-    score_block = dask.delayed(partial_scores.pointwise_parts, pure=True)
+    n_lat = f_all.sizes["latitude"]
+    per_time, per_lat = _pointwise_block_shape(f_all.isel({io.LEAD: idx}))
+    time_blocks = partial_scores.aligned_blocks(_runs(_chunk_of(f_all, "time")[ipos]), per_time)
+    lat_blocks = partial_scores.aligned_blocks(_units(f_all, "latitude"), per_lat)
+    whole_fields = with_spectra and lat_blocks == [(0, n_lat)]
     rank_seed = int(np.random.SeedSequence([seed]).generate_state(1, np.uint64)[0])
-    for ti, time in enumerate(partial_scores.block_starts(n_time, per_time)):
-        for lat in partial_scores.block_starts(n_lat, per_lat):
+    score_block = dask.delayed(partial_scores.block_parts, pure=True)
+
+    def truth(time, lat=None):
+        used, t_map = np.unique(t_pos[slice(*time)], return_inverse=True)
+        index = {"time": used} if lat is None else {"time": used, "latitude": np.arange(*lat)}
+        return src_t.take(index), t_map.reshape(-1, len(idx))
+
+    for ti, time in enumerate(time_blocks):
+        for lat in lat_blocks:
+            f = src_f.take({"time": ipos[slice(*time)], io.LEAD: idx, "latitude": np.arange(*lat)})
             thr = {k: _rows(v, lat) for k, v in thresholds.items()}
-            task = score_block(_rows(_inits(f, time), lat), _rows(_inits(t, time), lat),
-                               _rows(_inits(clim, time), lat), thr, w.isel(latitude=slice(*lat)), rank_seed)
+            task = score_block(f, *truth(time, lat), _rows(_inits(clim, time), lat), thr,
+                               w.isel(latitude=slice(*lat)), rank_seed, parts, BLOCK_BYTES if whole_fields else None)
             tasks.append(((group_index, "pointwise", ti), task))
-    if with_spectra:
-        spectrum_block = dask.delayed(partial_scores.spectrum_sums, pure=True)
-        for source, x in (("truth", t), ("members", f), ("ensemble_mean", f.mean(io.MEMBER))):
-            per_time, per_member = _spectrum_block_shape(x)
-            for time in partial_scores.block_starts(n_time, per_time):
-                members = partial_scores.block_starts(x.sizes.get(io.MEMBER, 1), per_member) if io.MEMBER in x.dims else [None]
-                for mem in members:
-                    part = _inits(x, time) if mem is None else _inits(x, time).isel({io.MEMBER: slice(*mem)})
-                    tasks.append(((group_index, source), spectrum_block(part)))
+    if with_spectra and not whole_fields:
+        members = f_all.sizes[io.MEMBER]
+        one_init = f_all.isel({io.LEAD: idx, "time": [0]})
+        per_time, per_member = _spectrum_block_shape(one_init)
+        inits, leads = f_all["time"].values, f_all[io.LEAD].values[idx]
+        for time in partial_scores.block_starts(len(ipos), per_time):
+            block: dict[str, Sequence[int] | np.ndarray] = {"time": ipos[slice(*time)], io.LEAD: idx}
+            tasks.append(((group_index, "truth"), dask.delayed(partial_scores.truth_spectrum_sums, pure=True)(
+                *truth(time), inits[ipos[slice(*time)]], leads, BLOCK_BYTES)))
+            tasks.append(((group_index, "ensemble_mean"), dask.delayed(
+                partial_scores.ensemble_mean_spectrum_sums, pure=True)(src_f.take(block), BLOCK_BYTES)))
+            for mem in partial_scores.block_starts(members, per_member):
+                part = src_f.take({**block, io.MEMBER: np.arange(*mem)})
+                tasks.append(((group_index, "members"), dask.delayed(
+                    partial_scores.spectrum_sums_in_pieces, pure=True)(part, BLOCK_BYTES)))
     return tasks
 
 
@@ -196,7 +262,10 @@ class _TaskBar(Callback):
 
 
 def _compute(tasks: list[tuple[tuple, Delayed]], bar) -> list[tuple[tuple, object]]:
-    """Run the tasks (on the active dask.distributed client if any), advancing the bar per task."""
+    """Run the tasks (on the active dask.distributed client if any), advancing the bar per task.
+
+    Without graph optimisation: dask would fuse each block's slice of a chunk into that chunk's read,
+    so a chunk that two tasks slice (a pointwise block and a spectrum block) would be read twice."""
     delayed = [d for _, d in tasks]
     bar.total = (bar.total or 0) + len(delayed)
     bar.refresh()
@@ -204,13 +273,13 @@ def _compute(tasks: list[tuple[tuple, Delayed]], bar) -> list[tuple[tuple, objec
     if client is not None:
         from distributed import as_completed
 
-        futures = client.compute(delayed)
+        futures = client.compute(delayed, optimize_graph=False)
         for _ in as_completed(futures):
             bar.update()
         results = client.gather(futures)
     else:
         with _TaskBar([d.key for d in delayed], bar):
-            results = dask.compute(*delayed)
+            results = dask.compute(*delayed, optimize_graph=False)
     return [(tag, r) for (tag, _), r in zip(tasks, results)]
 
 
@@ -223,8 +292,11 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
     spectra_parts: dict[str, list[dict]] = {}
     for tag, part in results:
         if tag[1] == "pointwise":
-            rank_counts = part.pop("rank_counts")
-            counts = rank_counts if counts is None else counts + rank_counts
+            rank_counts = part.pop("rank_counts", None)
+            if rank_counts is not None:
+                counts = rank_counts if counts is None else counts + rank_counts
+            for source, sums in part.pop("spectra", {}).items():
+                spectra_parts.setdefault(source, []).append(sums)
             acc = by_time.setdefault(tag[2], {})
             for k, v in part.items():
                 acc[k] = v if k not in acc else acc[k] + v
@@ -232,19 +304,23 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
             spectra_parts.setdefault(tag[1], []).append(part)
     per_init = {k: xr.concat([by_time[i][k] for i in sorted(by_time)], dim="time") for k in by_time[min(by_time)]}
     means = {k: v.mean("time") for k, v in per_init.items() if not k.startswith("acc_")}
-    acc = per_init["acc_fo"] / np.sqrt(per_init["acc_ff"] * per_init["acc_oo"])
-    metric = {"crps": means["crps"], "acc": acc.mean("time")}
-    if members > 1:
-        metric["crps_fair"] = means["crps_fair"]
+    metric = {k: means[k] for k in ("crps", "crps_fair") if k in means}
+    if "acc_fo" in per_init:
+        metric["acc"] = (per_init["acc_fo"] / np.sqrt(per_init["acc_ff"] * per_init["acc_oo"])).mean("time")
+    if "var" in means and "mse" in means:
         spread, rmse, ssr, ssr_debiased = metrics.spread_skill(means["var"], means["mse"], members)
         metric.update(spread=spread, rmse=rmse, ssr=ssr, ssr_debiased=ssr_debiased)
-    else:
+    elif "mse" in means:
         metric["rmse"] = np.sqrt(means["mse"])
+    elif "var" in means:
+        metric["spread"] = np.sqrt(means["var"])
     metric.update({k: v for k, v in means.items() if k.startswith("brier")})
-    assert counts is not None  # by_time has a block, so counts has its rank counts
-    out = {"metric": metric, "rank_histogram": (counts / counts.sum("rank")).transpose("region", ..., "rank"),
-           "per_init": xr.concat([per_init[k] for k in PER_INIT_METRICS if k in per_init], dim="score").assign_coords(
-               score=[k for k in PER_INIT_METRICS if k in per_init])}
+    kept = [k for k in PER_INIT_METRICS if k in per_init]
+    out: dict = {"metric": metric}
+    if kept:
+        out["per_init"] = xr.concat([per_init[k] for k in kept], dim="score").assign_coords(score=kept)
+    if counts is not None:
+        out["rank_histogram"] = (counts / counts.sum("rank")).transpose("region", ..., "rank")
     for name in partial_scores.SPECTRA:
         if not spectra_parts:
             break
@@ -258,7 +334,7 @@ def _finish_group(results: list[tuple[tuple, dict]], members: int) -> dict:
 
 
 def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.DataArray | None, parsed,
-                    w: xr.DataArray, seed: int, with_spectra: bool):
+                    w: xr.DataArray, seed: int, parts: frozenset[str], with_spectra: bool):
     """Task building for one variable: the truth at each lead's valid times, the climatology and
     thresholds, and the dask tasks of each group of leads.
 
@@ -266,35 +342,38 @@ def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.Da
     inits, leads = f_all["time"].values, f_all[io.LEAD].values
     valid = np.intersect1d((inits[:, None] + leads[None, :]).ravel(), t_all["time"].values)
     t_span = t_all.sel(time=valid)
-    clim_v: xr.DataArray | None
-    if climatology is not None:
+    clim_v: xr.DataArray | None = None
+    if "acc" not in parts:
+        pass  # the climatology serves the anomaly correlation only
+    elif climatology is not None:
         clim_v = io.match_grid(climatology, f_all, "climatology")
-    else:
-        clim_v = t_span.mean("time") if valid.size else None
+    elif valid.size:
+        clim_v = t_span.mean("time")
     thresholds_v = _thresholds(t_span, parsed) if valid.size else {}
     if clim_v is not None and "dayofyear" not in clim_v.dims:
         (clim_v,) = dask.compute(clim_v)
+    truth_times = t_all["time"].values
     scored, n_init, lacking = [], [], []
     for i, lead in enumerate(leads):
-        t, have = io.truth_at_lead(t_all, inits, lead)
+        have = np.isin(inits + lead, truth_times)
         n_init.append(int(have.sum()))
-        if t is None:
+        if not have.any():
             lacking.append(f"{lead / np.timedelta64(1, 'h'):g} h")
             continue
-        scored.append((i, t, have))
+        scored.append((i, None, have))
     tasks, groups = [], []
-    for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all))):
+    src_f, src_t = SharedChunks(f_all), SharedChunks(t_all)
+    for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all), _chunk_of(f_all, io.LEAD))):
         idx, have = [i for i, _, _ in group], group[0][2]
-        assert clim_v is not None  # a group has truth, so valid.size > 0
         lead_coord = {io.LEAD: leads[idx]}
-        f = f_all.isel({io.LEAD: idx, "time": np.flatnonzero(have)})
-        t = xr.concat([t for _, t, _ in group], dim=io.LEAD).assign_coords(lead_coord).transpose("time", io.LEAD, ...)
-        if "dayofyear" in clim_v.dims:
+        ipos = np.flatnonzero(have)
+        t_pos = np.searchsorted(truth_times, inits[ipos][:, None] + leads[idx][None, :])
+        clim: xr.DataArray | None = clim_v
+        if clim_v is not None and "dayofyear" in clim_v.dims:
             clim = xr.concat([climatology_at(clim_v, inits[have] + leads[i]).assign_coords(time=inits[have])
                               for i in idx], dim=io.LEAD).assign_coords(lead_coord).transpose("time", io.LEAD, ...)
-        else:
-            clim = clim_v
-        tasks += _group_tasks(g, f, t, clim, thresholds_v, w, seed, with_spectra)
+        tasks += _group_tasks(g, src_f, src_t, f_all, ipos, idx, t_pos, clim, thresholds_v, w, seed, parts,
+                              with_spectra)
         groups.append(idx)
     return tasks, groups, n_init, lacking
 
@@ -322,7 +401,7 @@ def evaluate(
     climatology: xr.Dataset | None = None,
     thresholds: Sequence[str] = (),
     seed: int = 0,
-    with_spectra: bool = True,
+    metrics: Sequence[str] | None = None,
     name: str = "forecast",
     progress: bool = True,
 ) -> xr.Dataset:
@@ -334,6 +413,9 @@ def evaluate(
     lead); `v_rank_histogram` (lead_time, region [, level], rank); `v_sh_spectrum` and
     `v_zonal_spectrum` (source, lead_time, ... wavenumber); `v_n_init` (lead_time). Variables and
     leads without truth are listed in attrs['missing'] and scored NaN, never dropped silently.
+    `metrics` (names of METRIC_PARTS; None: all) limits what is computed and written: e.g.
+    ["crps_fair", "rmse", "spread"] skips the ecdf CRPS, the anomaly correlation, the ranks and the
+    spectra (their variables are then absent); thresholds add Brier scores whatever is asked.
     Without a climatology, ACC uses the truth's own time mean at each point (right for the
     seasonless physics world; pass a WB2 climatology for ERA5).
     """
@@ -343,6 +425,7 @@ def evaluate(
     parsed = [parse_threshold(s) for s in thresholds]
     inits, leads = forecast["time"].values, forecast[io.LEAD].values
     members = forecast.sizes[io.MEMBER]
+    parts, with_spectra = metric_parts(metrics)
     missing: dict[str, list[str]] = {}
     out: dict[str, xr.DataArray] = {}
 
@@ -353,11 +436,16 @@ def evaluate(
             continue
         t_all = io.match_levels(io.match_grid(truth[v], forecast[v], store_t), forecast[v], store_t)
         clim_v = None if climatology is None or v not in climatology else climatology[v]
-        tasks, groups, n_init, lacking = _variable_tasks(forecast[v], t_all, clim_v, parsed, w, seed, with_spectra)
+        tasks, groups, n_init, lacking = _variable_tasks(forecast[v], t_all, clim_v, parsed, w, seed, parts,
+                                                         with_spectra)
         if lacking:
             missing[v] = lacking
         per_lead = _reduce(tasks, groups, members, len(leads), bar)
-        out.update(_assemble(v, forecast[v], per_lead, leads, n_init, inits))
+        scored = _assemble(v, forecast[v], per_lead, leads, n_init, inits)
+        if metrics is not None and v in scored:  # derived extras (ssr from rmse and spread) only when asked
+            names = scored[v]["metric"].values.tolist()
+            scored[v] = scored[v].sel(metric=[m for m in names if m in metrics or m.startswith("brier")])
+        out.update(scored)
     bar.close()
     scores = xr.Dataset(out)
     scores.attrs.update(
@@ -396,7 +484,8 @@ def _assemble(v, f_all, per_lead, leads, n_init, inits) -> dict[str, xr.DataArra
             power = spectra.squared_units(units)
             out[f"{v}_{key}"] = stacked.assign_attrs(units={"rank_histogram": "1", "sh_spectrum": power,
                                                             "zonal_spectrum": f"{power} m".strip()}[key])
-    per_init = _stack([None if p is None else p["per_init"].reindex(time=inits) for p in per_lead], leads, "lead_time")
+    per_init = _stack([None if p is None or "per_init" not in p else p["per_init"].reindex(time=inits)
+                       for p in per_lead], leads, "lead_time")
     if per_init is not None:
         per_init = per_init.rename(time="init_time")
         order = [d for d in ("score", "init_time", "lead_time", "region", "level") if d in per_init.dims]
@@ -432,6 +521,7 @@ def verify(
     baseline: str | None = None,
     scheduler: str | None = None,
     seed: int = 0,
+    metrics: Sequence[str] | None = None,
     spectra_of: Sequence[str] | None = None,
     progress: bool = True,
 ) -> list[Path]:
@@ -439,8 +529,10 @@ def verify(
 
     With `plots`, draws skill-vs-lead (all forecasts together), spectra and rank histograms,
     and a scorecard of the first forecast against `baseline` (a name; default the second forecast).
-    Spectra are computed for the forecasts named in `spectra_of` (default: all).
+    `metrics` as in `evaluate` (None: all); spectra, where asked for, only for the forecasts named in
+    `spectra_of` (default: all).
     """
+    metric_parts(metrics)  # unknown names fail before anything is read
     names = list(names) if names else [Path(str(f).rstrip("/")).stem for f in forecasts]
     if len(names) != len(forecasts) or len(set(names)) != len(names):
         raise ValueError(f"need one distinct name per forecast, got {names} for {len(forecasts)} forecasts")
@@ -450,10 +542,11 @@ def verify(
     with _scheduler(scheduler):
         for path, name in zip(forecasts, names):
             fc_ds = io.open_forecast(path, variables)
-            scores = evaluate(
-                fc_ds, truth_ds, regions=regions, climatology=clim, thresholds=thresholds,
-                seed=seed, name=name, progress=progress, with_spectra=spectra_of is None or name in spectra_of,
-            )
+            asked = list(METRIC_PARTS) if metrics is None else list(metrics)
+            if spectra_of is not None and name not in spectra_of:
+                asked = [m for m in asked if m != "spectra"]
+            scores = evaluate(fc_ds, truth_ds, regions=regions, climatology=clim, thresholds=thresholds,
+                              seed=seed, metrics=asked, name=name, progress=progress)
             target = io.scores_path(Path(out), name, len(forecasts) > 1)
             io.write_scores(scores, target)
             written.append(target)

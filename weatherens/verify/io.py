@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from weatherens import files
-from weatherens.data import era5, regrid
+from weatherens.data import era5, regrid, stored_chunks
 from weatherens.data.names import LEAD_DIM as LEAD
 from weatherens.data.names import MEMBER_DIM as MEMBER
 
@@ -25,11 +25,13 @@ _CHUNK_BYTES = 128 * 2**20  # dask chunk target for member x space blocks
 
 
 def open_forecast(path: str | Path, variables: Sequence[str] | None = None) -> xr.Dataset:
-    """A WB2-format forecast in canonical form, dask-chunked by (init, lead) with all members together.
+    """A WB2-format forecast in canonical form, dask-chunked with all members, levels and longitudes
+    together; along init, lead and latitude by the store's own chunks (so each stored chunk is read
+    once), or by (init, lead) and latitude rows within _CHUNK_BYTES for stores without zarr chunks.
 
     Raises DataError naming the store when the lead dim is missing or not a time span.
     """
-    ds = era5.open(path, variables)
+    ds = era5.open(path, variables, with_stored_chunks=True)
     store = str(path)
     if LEAD not in ds.dims:
         raise era5.DataError(f"{store}: no lead-time dim ('prediction_timedelta' or 'lead_time'); dims are {dict(ds.sizes)}")
@@ -50,12 +52,15 @@ def open_forecast(path: str | Path, variables: Sequence[str] | None = None) -> x
                              f"{ds.sizes[LEAD]} leads)")
     per_row = members * ds.sizes.get("level", 1) * ds.sizes["longitude"] * 8
     lat_chunk = int(max(1, min(ds.sizes["latitude"], _CHUNK_BYTES // per_row)))
-    return ds.chunk({"time": 1, LEAD: 1, MEMBER: -1, "latitude": lat_chunk, "longitude": -1})
+    fallback = {"time": 1, LEAD: 1, MEMBER: -1, "level": -1, "latitude": lat_chunk, "longitude": -1}
+    return stored_chunks.chunk_like_store(ds, fallback)
 
 
 def open_truth(path: str | Path, variables: Sequence[str] | None = None) -> xr.Dataset:
-    """The truth in canonical form, dask-chunked one time step at a time."""
-    return era5.open(path, variables).chunk({"time": 1})
+    """The truth in canonical form, dask-chunked by the store's time chunks (one time step at a time
+    for stores without zarr chunks), whole fields."""
+    ds = era5.open(path, variables, with_stored_chunks=True)
+    return stored_chunks.chunk_like_store(ds, {"time": 1, "level": -1, "latitude": -1, "longitude": -1})
 
 
 def match_grid(truth: xr.DataArray, forecast: xr.DataArray, store: str) -> xr.DataArray:
@@ -80,16 +85,6 @@ def match_levels(truth: xr.DataArray, forecast: xr.DataArray, store: str) -> xr.
     if missing:
         raise era5.DataError(f"{store}: {truth.name}: level(s) {missing} not in the truth (has {list(map(int, have))})")
     return truth.sel(level=forecast["level"].values)
-
-
-def truth_at_lead(truth: xr.DataArray, inits: np.ndarray, lead: np.timedelta64) -> tuple[xr.DataArray | None, np.ndarray]:
-    """Truth at valid times inits + lead, indexed by init time, and the mask of inits that have it."""
-    valid = inits + lead
-    have = np.isin(valid, truth["time"].values)
-    if not have.any():
-        return None, have
-    picked = truth.sel(time=valid[have]).assign_coords(time=inits[have])
-    return picked, have
 
 
 def scores_path(out: Path, name: str, several: bool) -> Path:
