@@ -7,13 +7,16 @@ The steps, per variable and lead time (WeatherBench 2's order of reductions):
 3. the mean over init times; RMSE and spread take the square root after that mean.
 
 Leads are scored in groups of up to MAX_LEADS_PER_BLOCK (as many as fit one block), and a group is
-cut into blocks of init times x latitude rows (all members and levels together), each
-scored by one coarse dask task in numpy (`partial_scores`) whose working set stays under BLOCK_BYTES; a
-block returns per-init regional partial means, which add up over latitude partial_scores. Spectra need
-whole fields and are cut into init times x members instead. So memory is bounded by one block
-whatever the ensemble size, and members x members is never formed. All tasks of a variable run
-in parallel, over init times and leads, on the local threads or on the `dask.distributed` cluster
-whose client is active (`weatherens verify --scheduler ADDRESS`).
+cut into blocks of init times x latitude rows (all members and levels together), each scored by one
+coarse dask task in numpy (`partial_scores`) whose working set stays under BLOCK_BYTES; a block
+returns per-init regional partial means, which add up over latitude blocks. Blocks are cut between
+the forecast's stored chunks where they can be, and build their inputs from one shared read per
+chunk (`shared_chunks`), so each stored chunk is read once. Spectra need whole fields: they come
+with the pointwise blocks when those hold all latitude rows, and from blocks of init times x members
+otherwise. So memory is bounded by one block (and one stored chunk) whatever the ensemble size, and
+members x members is never formed. All tasks of a variable run in parallel, over init times and
+leads, on the local threads or on the `dask.distributed` cluster whose client is active
+(`weatherens verify --scheduler ADDRESS`).
 """
 
 from __future__ import annotations
