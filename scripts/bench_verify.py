@@ -2,6 +2,10 @@
 """Pointwise ensemble-CRPS throughput and memory against the usual Python references, in one run.
 
     python scripts/bench_verify.py [--members 10 50 200 1000] [--leads 10] [--min-seconds 1.0]
+    python scripts/bench_verify.py --end-to-end [bench_verify_e2e.py's options]
+
+--end-to-end runs `weatherens verify` as a whole command against a plain xarray + scores script on
+stores of three chunk layouts instead (scripts/bench_verify_e2e.py, which documents it).
 
 Input: a WeatherBench-2-layout float32 forecast (prediction_timedelta, number, latitude, longitude)
 with --leads x 32 x 64 points and M members, and a float32 truth (prediction_timedelta, latitude,
@@ -36,6 +40,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
@@ -130,6 +135,13 @@ def skip_reason(case: str, members: int, args) -> str | None:
 
 
 def main() -> None:
+    if "--end-to-end" in sys.argv:
+        sys.argv.remove("--end-to-end")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_verify_e2e
+
+        bench_verify_e2e.main()
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, nargs="+", default=[10, 50, 200, 1000])
     parser.add_argument("--leads", type=int, default=10)
