@@ -138,15 +138,15 @@ def test_leads_and_variables_without_truth_are_reported_not_dropped(tmp_path):
 
 def test_lead_groups_share_init_masks_and_keep_lead_order():
     a, b = np.array([True, True]), np.array([True, False])
-    scored = [(0, None, a), (1, None, a), (2, None, b), (3, None, a), (4, None, a), (5, None, b)]
+    scored = [(0, a), (1, a), (2, b), (3, a), (4, a), (5, b)]
     groups = evaluation._lead_groups(scored, 3, np.arange(6))  # one stored chunk per lead
-    assert [[i for i, _, _ in g] for g in groups] == [[0, 1, 3], [4], [2, 5]]
+    assert [[i for i, _ in g] for g in groups] == [[0, 1, 3], [4], [2, 5]]
     # leads stored two per chunk: a group of at most 3 takes whole chunks, cutting a chunk only when larger
-    same = [(i, None, a) for i in range(6)]
+    same = [(i, a) for i in range(6)]
     groups = evaluation._lead_groups(same, 3, np.array([0, 0, 1, 1, 2, 2]))
-    assert [[i for i, _, _ in g] for g in groups] == [[0, 1], [2, 3], [4, 5]]
+    assert [[i for i, _ in g] for g in groups] == [[0, 1], [2, 3], [4, 5]]
     groups = evaluation._lead_groups(same, 1, np.array([0, 0, 1, 1, 2, 2]))
-    assert [[i for i, _, _ in g] for g in groups] == [[0], [1], [2], [3], [4], [5]]
+    assert [[i for i, _ in g] for g in groups] == [[0], [1], [2], [3], [4], [5]]
 
 
 def test_grouped_leads_score_as_one_lead_at_a_time(tmp_path, monkeypatch):

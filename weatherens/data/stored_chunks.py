@@ -44,7 +44,11 @@ def runs(ds: xr.Dataset, variable: str, dim: str) -> tuple[int, ...] | None:
     name = _name(variable, dim)
     if name not in ds.coords:
         return None
-    ids = np.asarray(ds[name].values)
+    return run_lengths(np.asarray(ds[name].values))
+
+
+def run_lengths(ids: np.ndarray) -> tuple[int, ...]:
+    """Lengths of the runs of equal consecutive values in ids (1-D), in order."""
     if ids.size == 0:
         return ()
     edges = np.flatnonzero(np.diff(ids) != 0) + 1

@@ -36,7 +36,7 @@ from dask.delayed import Delayed
 import xarray as xr
 from tqdm import tqdm
 
-from weatherens.data import era5
+from weatherens.data import era5, stored_chunks
 from weatherens.errors import InputError
 from weatherens.verify import io, metrics, partial_scores, spectra
 from weatherens.verify.shared_chunks import SharedChunks
@@ -149,19 +149,17 @@ def _units(x: xr.DataArray, dim: str) -> tuple[int, ...]:
     return (1,) * x.sizes[dim]
 
 
-def _lead_groups(scored: list[tuple[int, None, np.ndarray]], size: int,
-                 lead_chunk: np.ndarray) -> list[list]:
-    """The (lead index, None, inits-with-truth mask) entries grouped by mask, in lead order, at most
-    `size` per group (a group's leads score the same init times), cut between stored lead chunks
+def _lead_groups(scored: list[tuple[int, np.ndarray]], size: int, lead_chunk: np.ndarray) -> list[list]:
+    """The (lead index, inits-with-truth mask) entries grouped by mask, in lead order, at most `size`
+    per group (a group's leads score the same init times), cut between stored lead chunks
     (`lead_chunk`: each lead's chunk number) where a group must be cut."""
     by_mask: dict[bytes, list] = {}
     for entry in scored:
-        by_mask.setdefault(entry[2].tobytes(), []).append(entry)
+        by_mask.setdefault(entry[1].tobytes(), []).append(entry)
     groups = []
     for same in by_mask.values():
-        ids = lead_chunk[[i for i, _, _ in same]]
-        runs = np.diff(np.concatenate([[0], np.flatnonzero(np.diff(ids) != 0) + 1, [ids.size]]))
-        groups += [same[a:b] for a, b in partial_scores.aligned_blocks(tuple(int(n) for n in runs), size)]
+        runs = stored_chunks.run_lengths(lead_chunk[[i for i, _ in same]])
+        groups += [same[a:b] for a, b in partial_scores.aligned_blocks(runs, size)]
     return groups
 
 
@@ -178,12 +176,6 @@ def _rows(x, lat: tuple[int, int]):
 
 def _inits(x, time: tuple[int, int]):
     return x.isel(time=slice(*time)) if isinstance(x, xr.DataArray) and "time" in x.dims else x
-
-
-def _runs(ids: np.ndarray) -> tuple[int, ...]:
-    """Lengths of the runs of equal consecutive values in ids."""
-    edges = np.flatnonzero(np.diff(ids) != 0) + 1
-    return tuple(int(n) for n in np.diff(np.concatenate([[0], edges, [ids.size]])))
 
 
 def _chunk_of(x: xr.DataArray, dim: str) -> np.ndarray:
@@ -205,7 +197,7 @@ def _group_tasks(group_index: int, src_f: SharedChunks, src_t: SharedChunks, f_a
     tasks: list[tuple[tuple, Delayed]] = []
     n_lat = f_all.sizes["latitude"]
     per_time, per_lat = _pointwise_block_shape(f_all.isel({io.LEAD: idx}))
-    time_blocks = partial_scores.aligned_blocks(_runs(_chunk_of(f_all, "time")[ipos]), per_time)
+    time_blocks = partial_scores.aligned_blocks(stored_chunks.run_lengths(_chunk_of(f_all, "time")[ipos]), per_time)
     lat_blocks = partial_scores.aligned_blocks(_units(f_all, "latitude"), per_lat)
     whole_fields = with_spectra and lat_blocks == [(0, n_lat)]
     rank_seed = int(np.random.SeedSequence([seed]).generate_state(1, np.uint64)[0])
@@ -265,10 +257,7 @@ class _TaskBar(Callback):
 
 
 def _compute(tasks: list[tuple[tuple, Delayed]], bar) -> list[tuple[tuple, object]]:
-    """Run the tasks (on the active dask.distributed client if any), advancing the bar per task.
-
-    Without graph optimisation: dask would fuse each block's slice of a chunk into that chunk's read,
-    so a chunk that two tasks slice (a pointwise block and a spectrum block) would be read twice."""
+    """Run the tasks (on the active dask.distributed client if any), advancing the bar per task."""
     delayed = [d for _, d in tasks]
     bar.total = (bar.total or 0) + len(delayed)
     bar.refresh()
@@ -276,13 +265,13 @@ def _compute(tasks: list[tuple[tuple, Delayed]], bar) -> list[tuple[tuple, objec
     if client is not None:
         from distributed import as_completed
 
-        futures = client.compute(delayed, optimize_graph=False)
+        futures = client.compute(delayed)
         for _ in as_completed(futures):
             bar.update()
         results = client.gather(futures)
     else:
         with _TaskBar([d.key for d in delayed], bar):
-            results = dask.compute(*delayed, optimize_graph=False)
+            results = dask.compute(*delayed)
     return [(tag, r) for (tag, _), r in zip(tasks, results)]
 
 
@@ -363,11 +352,11 @@ def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.Da
         if not have.any():
             lacking.append(f"{lead / np.timedelta64(1, 'h'):g} h")
             continue
-        scored.append((i, None, have))
+        scored.append((i, have))
     tasks, groups = [], []
     src_f, src_t = SharedChunks(f_all), SharedChunks(t_all)
     for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all), _chunk_of(f_all, io.LEAD))):
-        idx, have = [i for i, _, _ in group], group[0][2]
+        idx, have = [i for i, _ in group], group[0][1]
         lead_coord = {io.LEAD: leads[idx]}
         ipos = np.flatnonzero(have)
         t_pos = np.searchsorted(truth_times, inits[ipos][:, None] + leads[idx][None, :])
