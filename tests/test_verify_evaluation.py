@@ -10,7 +10,7 @@ import xarray as xr
 
 from helpers import canonical_dataset, serve_directory, write_zarr
 from weatherens import cli, grid
-from weatherens.verify import evaluation
+from weatherens.verify import blocks, evaluation
 from weatherens.verify import io as verify_io
 
 LEADS_H = (6, 12, 18)
@@ -139,13 +139,13 @@ def test_leads_and_variables_without_truth_are_reported_not_dropped(tmp_path):
 def test_lead_groups_share_init_masks_and_keep_lead_order():
     a, b = np.array([True, True]), np.array([True, False])
     scored = [(0, a), (1, a), (2, b), (3, a), (4, a), (5, b)]
-    groups = evaluation._lead_groups(scored, 3, np.arange(6))  # one stored chunk per lead
+    groups = blocks.lead_groups(scored, 3, np.arange(6))  # one stored chunk per lead
     assert [[i for i, _ in g] for g in groups] == [[0, 1, 3], [4], [2, 5]]
     # leads stored two per chunk: a group of at most 3 takes whole chunks, cutting a chunk only when larger
     same = [(i, a) for i in range(6)]
-    groups = evaluation._lead_groups(same, 3, np.array([0, 0, 1, 1, 2, 2]))
+    groups = blocks.lead_groups(same, 3, np.array([0, 0, 1, 1, 2, 2]))
     assert [[i for i, _ in g] for g in groups] == [[0, 1], [2, 3], [4, 5]]
-    groups = evaluation._lead_groups(same, 1, np.array([0, 0, 1, 1, 2, 2]))
+    groups = blocks.lead_groups(same, 1, np.array([0, 0, 1, 1, 2, 2]))
     assert [[i for i, _ in g] for g in groups] == [[0], [1], [2], [3], [4], [5]]
 
 
@@ -162,7 +162,7 @@ def test_grouped_leads_score_as_one_lead_at_a_time(tmp_path, monkeypatch):
     f, t = write_zarr(fcst, tmp_path / "f.zarr"), write_zarr(truth, tmp_path / "t.zarr")
     grouped = score(f, t, climatology=clim)
     assert grouped["temperature_n_init"].values.tolist() == [5, 5, 4, 3, 2]
-    monkeypatch.setattr(evaluation, "MAX_LEADS_PER_BLOCK", 1)
+    monkeypatch.setattr(blocks, "MAX_LEADS_PER_BLOCK", 1)
     one_by_one = score(f, t, climatology=clim)
     for v in grouped.data_vars:
         np.testing.assert_allclose(grouped[v].values, one_by_one[v].values, rtol=1e-12, atol=1e-14, err_msg=v)
@@ -209,9 +209,9 @@ def test_scores_do_not_depend_on_the_block_size(stores, monkeypatch):
     whole = score(fpath, tpath, **kw)
     f = verify_io.open_forecast(fpath)["temperature"].isel(prediction_timedelta=0)
     row = f.sizes["longitude"] * f.sizes["level"] * (f.sizes["number"] * 4 + 20 * 8)
-    monkeypatch.setattr(evaluation, "BLOCK_BYTES", 8 * row)
-    assert evaluation._pointwise_block_shape(f) == (1, 8)
-    assert evaluation._spectrum_block_shape(f) == (1, 2)
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 8 * row)
+    assert blocks.pointwise_block_shape(f) == (1, 8)
+    assert blocks.spectrum_block_shape(f) == (1, 2)
     tiny = score(fpath, tpath, **kw)
     for v in whole.data_vars:
         np.testing.assert_allclose(tiny[v].values, whole[v].values, rtol=1e-10, atol=1e-12, err_msg=v)

@@ -6,15 +6,12 @@ The steps, per variable and lead time (WeatherBench 2's order of reductions):
    region per init time;
 3. the mean over init times; RMSE and spread take the square root after that mean.
 
-Leads are scored in groups of up to MAX_LEADS_PER_BLOCK (as many as fit one block), and a group is
-cut into blocks of init times x latitude rows (all members and levels together), each scored by one
-coarse dask task in numpy (`partial_scores`) whose working set stays under BLOCK_BYTES; a block
-returns per-init regional partial means, which add up over latitude blocks. Blocks are cut between
-the forecast's stored chunks where they can be, and build their inputs from one shared read per
-chunk (`shared_chunks`), so each stored chunk is read once. Spectra need whole fields: they come
-with the pointwise blocks when those hold all latitude rows, and from blocks of init times x members
-otherwise. So memory is bounded by one block (and one stored chunk) whatever the ensemble size, and
-members x members is never formed. All tasks of a variable run in parallel, over init times and
+Leads are scored in groups, each cut into blocks of init times x latitude rows (all members and
+levels together), each scored by one coarse dask task in numpy (`partial_scores`) whose working
+set stays bounded; a block returns per-init regional partial means, which add up over latitude
+blocks. The blocks follow the forecast's stored chunks and read each chunk once (`blocks`), so
+memory is bounded by one block (and one stored chunk) whatever the ensemble size, and members x
+members is never formed. All tasks of a variable run in parallel, over init times and
 leads, on the local threads or on the `dask.distributed` cluster whose client is active
 (`weatherens verify --scheduler ADDRESS`).
 """
@@ -36,9 +33,9 @@ from dask.delayed import Delayed
 import xarray as xr
 from tqdm import tqdm
 
-from weatherens.data import era5, stored_chunks
+from weatherens.data import era5
 from weatherens.errors import InputError
-from weatherens.verify import io, metrics, partial_scores, spectra
+from weatherens.verify import blocks, io, metrics, partial_scores, spectra
 from weatherens.verify.shared_chunks import SharedChunks
 from weatherens.verify.regions import region_weights
 
@@ -84,7 +81,7 @@ def _thresholds(t_span: xr.DataArray, parsed) -> dict[str, object]:
     quantile = {n: val for n, val, is_q in parsed if is_q}
     if quantile:
         row = t_span.sizes["time"] * t_span.sizes.get("level", 1) * t_span.sizes["longitude"] * 8
-        lat_chunk = int(max(1, min(t_span.sizes["latitude"], BLOCK_BYTES // row)))
+        lat_chunk = int(max(1, min(t_span.sizes["latitude"], blocks.BLOCK_BYTES // row)))
         series = t_span.chunk({"time": -1, "latitude": lat_chunk})
         (values,) = dask.compute({n: series.quantile(q, dim="time").drop_vars("quantile") for n, q in quantile.items()})
         out.update(values)
@@ -102,135 +99,11 @@ def climatology_at(clim: xr.DataArray, valid: np.ndarray) -> xr.DataArray:
     return clim
 
 
-BLOCK_BYTES = 128 * 2**20  # working memory per dask task (one block of init times x latitude rows or members)
-
-
-def _pointwise_row_bytes(f: xr.DataArray) -> int:
-    """Working memory of one latitude row of a pointwise block (all its init-independent dims): per
-    point, the members in the input precision plus ~20 float64 temporaries (the metrics)."""
-    return (f.sizes["longitude"] * f.sizes.get("level", 1) * f.sizes.get(io.LEAD, 1)
-            * (f.sizes[io.MEMBER] * f.dtype.itemsize + 20 * 8))
-
-
-def _pointwise_block_shape(f: xr.DataArray) -> tuple[int, int]:
-    """(init times, latitude rows) per pointwise block, so a block's working set fits BLOCK_BYTES."""
-    row = _pointwise_row_bytes(f)
-    nlat = f.sizes["latitude"]
-    if nlat * row <= BLOCK_BYTES:
-        return max(1, BLOCK_BYTES // (nlat * row)), nlat
-    return 1, max(1, BLOCK_BYTES // row)
-
-
-def _spectrum_block_shape(x: xr.DataArray) -> tuple[int, int]:
-    """(init times, members) per spectrum block: a float64 copy and its transforms per field."""
-    field = x.sizes.get("level", 1) * x.sizes.get(io.LEAD, 1) * x.sizes["latitude"] * x.sizes["longitude"] * 32
-    members = x.sizes.get(io.MEMBER, 1)
-    if members * field <= BLOCK_BYTES:
-        return max(1, BLOCK_BYTES // (members * field)), members
-    return 1, max(1, BLOCK_BYTES // field)
-
-
-MAX_LEADS_PER_BLOCK = 8  # leads scored together by one task (fewer, larger tasks; still several per variable)
-
-
-def _leads_per_block(f_all: xr.DataArray) -> int:
-    """How many leads one block holds: all init times and latitude rows of that many leads within
-    BLOCK_BYTES, at most MAX_LEADS_PER_BLOCK; 1 when even one lead needs several blocks (then
-    `_pointwise_block_shape` cuts it)."""
-    one_lead = f_all.sizes["time"] * f_all.sizes["latitude"] * _pointwise_row_bytes(f_all.isel({io.LEAD: 0}))
-    return int(max(1, min(MAX_LEADS_PER_BLOCK, BLOCK_BYTES // one_lead)))
-
-
-def _units(x: xr.DataArray, dim: str) -> tuple[int, ...]:
-    """The dask chunks of x along dim (the store's chunks, `io.open_forecast`), or one unit per index
-    for numpy-backed data (no stored chunks to respect)."""
-    if x.chunks is not None:
-        return tuple(int(n) for n in x.chunksizes[dim])
-    return (1,) * x.sizes[dim]
-
-
-def _lead_groups(scored: list[tuple[int, np.ndarray]], size: int, lead_chunk: np.ndarray) -> list[list]:
-    """The (lead index, inits-with-truth mask) entries grouped by mask, in lead order, at most `size`
-    per group (a group's leads score the same init times), cut between stored lead chunks
-    (`lead_chunk`: each lead's chunk number) where a group must be cut."""
-    by_mask: dict[bytes, list] = {}
-    for entry in scored:
-        by_mask.setdefault(entry[1].tobytes(), []).append(entry)
-    groups = []
-    for same in by_mask.values():
-        runs = stored_chunks.run_lengths(lead_chunk[[i for i, _ in same]])
-        groups += [same[a:b] for a, b in partial_scores.aligned_blocks(runs, size)]
-    return groups
-
-
 def _one_lead(finished, j: int):
     """The j-th lead of a finished group (every array has the lead dim)."""
     if isinstance(finished, dict):
         return {k: _one_lead(v, j) for k, v in finished.items()}
     return finished.isel({io.LEAD: j}, drop=True)
-
-
-def _rows(x, lat: tuple[int, int]):
-    return x.isel(latitude=slice(*lat)) if isinstance(x, xr.DataArray) and "latitude" in x.dims else x
-
-
-def _inits(x, time: tuple[int, int]):
-    return x.isel(time=slice(*time)) if isinstance(x, xr.DataArray) and "time" in x.dims else x
-
-
-def _chunk_of(x: xr.DataArray, dim: str) -> np.ndarray:
-    """Each index's dask chunk number along dim (`_units`)."""
-    units = _units(x, dim)
-    return np.repeat(np.arange(len(units)), units)
-
-
-def _group_tasks(group_index: int, src_f: SharedChunks, src_t: SharedChunks, f_all: xr.DataArray, ipos: np.ndarray,
-                 idx: list[int], t_pos: np.ndarray, clim, thresholds, w, seed: int, parts: frozenset[str],
-                 with_spectra: bool) -> list[tuple[tuple, Delayed]]:
-    """(tag, dask.delayed) pairs for one group of leads (positions `idx`) scored at the init positions
-    `ipos`, whose valid times are the truth's positions t_pos (init, lead): pointwise blocks of init
-    times x latitude rows, cut between the forecast's stored chunks where they can be, built from
-    the shared chunk reads of `src_f` and `src_t` (each chunk read once). Spectra come with the
-    pointwise blocks when a block holds whole fields; otherwise from spectrum blocks of init times x
-    members (which read the forecast's chunks again). The ranks' tie-breaking draws are keyed on the
-    points' coordinates, lead included (`metrics.ranks`), so they do not depend on the blocks."""
-    tasks: list[tuple[tuple, Delayed]] = []
-    n_lat = f_all.sizes["latitude"]
-    per_time, per_lat = _pointwise_block_shape(f_all.isel({io.LEAD: idx}))
-    time_blocks = partial_scores.aligned_blocks(stored_chunks.run_lengths(_chunk_of(f_all, "time")[ipos]), per_time)
-    lat_blocks = partial_scores.aligned_blocks(_units(f_all, "latitude"), per_lat)
-    whole_fields = with_spectra and lat_blocks == [(0, n_lat)]
-    rank_seed = int(np.random.SeedSequence([seed]).generate_state(1, np.uint64)[0])
-    score_block = dask.delayed(partial_scores.block_parts, pure=True)
-
-    def truth(time, lat=None):
-        used, t_map = np.unique(t_pos[slice(*time)], return_inverse=True)
-        index = {"time": used} if lat is None else {"time": used, "latitude": np.arange(*lat)}
-        return src_t.take(index), t_map.reshape(-1, len(idx))
-
-    for ti, time in enumerate(time_blocks):
-        for lat in lat_blocks:
-            f = src_f.take({"time": ipos[slice(*time)], io.LEAD: idx, "latitude": np.arange(*lat)})
-            thr = {k: _rows(v, lat) for k, v in thresholds.items()}
-            task = score_block(f, *truth(time, lat), _rows(_inits(clim, time), lat), thr,
-                               w.isel(latitude=slice(*lat)), rank_seed, parts, BLOCK_BYTES if whole_fields else None)
-            tasks.append(((group_index, "pointwise", ti), task))
-    if with_spectra and not whole_fields:
-        members = f_all.sizes[io.MEMBER]
-        one_init = f_all.isel({io.LEAD: idx, "time": [0]})
-        per_time, per_member = _spectrum_block_shape(one_init)
-        inits, leads = f_all["time"].values, f_all[io.LEAD].values[idx]
-        for time in partial_scores.block_starts(len(ipos), per_time):
-            block: dict[str, Sequence[int] | np.ndarray] = {"time": ipos[slice(*time)], io.LEAD: idx}
-            tasks.append(((group_index, "truth"), dask.delayed(partial_scores.truth_spectrum_sums, pure=True)(
-                *truth(time), inits[ipos[slice(*time)]], leads, BLOCK_BYTES)))
-            tasks.append(((group_index, "ensemble_mean"), dask.delayed(
-                partial_scores.ensemble_mean_spectrum_sums, pure=True)(src_f.take(block), BLOCK_BYTES)))
-            for mem in partial_scores.block_starts(members, per_member):
-                part = src_f.take({**block, io.MEMBER: np.arange(*mem)})
-                tasks.append(((group_index, "members"), dask.delayed(
-                    partial_scores.spectrum_sums_in_pieces, pure=True)(part, BLOCK_BYTES)))
-    return tasks
 
 
 def _active_client():
@@ -355,7 +228,7 @@ def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.Da
         scored.append((i, have))
     tasks, groups = [], []
     src_f, src_t = SharedChunks(f_all), SharedChunks(t_all)
-    for g, group in enumerate(_lead_groups(scored, _leads_per_block(f_all), _chunk_of(f_all, io.LEAD))):
+    for g, group in enumerate(blocks.lead_groups(scored, blocks.leads_per_block(f_all), blocks.chunk_of(f_all, io.LEAD))):
         idx, have = [i for i, _ in group], group[0][1]
         lead_coord = {io.LEAD: leads[idx]}
         ipos = np.flatnonzero(have)
@@ -364,7 +237,7 @@ def _variable_tasks(f_all: xr.DataArray, t_all: xr.DataArray, climatology: xr.Da
         if clim_v is not None and "dayofyear" in clim_v.dims:
             clim = xr.concat([climatology_at(clim_v, inits[have] + leads[i]).assign_coords(time=inits[have])
                               for i in idx], dim=io.LEAD).assign_coords(lead_coord).transpose("time", io.LEAD, ...)
-        tasks += _group_tasks(g, src_f, src_t, f_all, ipos, idx, t_pos, clim, thresholds_v, w, seed, parts,
+        tasks += blocks.group_tasks(g, src_f, src_t, f_all, ipos, idx, t_pos, clim, thresholds_v, w, seed, parts,
                               with_spectra)
         groups.append(idx)
     return tasks, groups, n_init, lacking
