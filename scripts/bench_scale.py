@@ -12,7 +12,8 @@
    Reference in the same run: a raw read of the whole store with zarr (GB/s), for the I/O stages.
 2. XLA's cost analysis of the compiled forward step (one member) and training step (batch 1,
    2 members, rollout 1) of the small and base networks at 64 x 32 and 1.5 deg (and 0.25 deg with
-   --full): FLOPs, bytes accessed, and the compiled program's argument and temporary memory. The
+   --full): FLOPs, bytes accessed, and the compiled program's argument and temporary memory; the
+   training step also with its blocks rematerialised (`model.remat_blocks`; memory only). The
    programs are lowered from abstract shapes (nothing is allocated or run). Reference in the same
    run: the FLOP rate of a float32 matmul on these cores, by which the projected CPU time of a
    step is flops / rate (printed beside the measured step time at 1.5 deg).
@@ -216,6 +217,19 @@ def forward_macs(predictor) -> dict[str, float]:
             "mix": float(cfg.blocks * pairs * 4 * e * e)}
 
 
+def with_rematerialised_blocks(predictor):
+    """The same predictor (tables shared, not rebuilt: minutes at 0.25 deg) with `model.remat_blocks` on."""
+    import copy
+
+    import jax
+    from flax import nnx
+
+    remat = copy.copy(predictor)
+    remat.cfg = dataclasses.replace(predictor.cfg, remat_blocks=True)
+    remat.graphdef, _ = nnx.split(nnx.eval_shape(lambda: remat._network(jax.random.key(0))))
+    return remat
+
+
 def step_costs(grid: str, network: str, lmax: int = 0) -> dict:
     """XLA cost and memory analysis of the forward step and training step of `network` on `grid`."""
     import jax
@@ -239,11 +253,14 @@ def step_costs(grid: str, network: str, lmax: int = 0) -> dict:
              "targets": jax.ShapeDtypeStruct((1, 1, c, nlat, nlon), jnp.float32)}
     train = jax.jit(predictor.with_tables(train_step_lib.make_train_step(objective, optimizer, 0)),
                     donate_argnums=1).lower(tables, state, batch).compile()
+    remat = with_rematerialised_blocks(predictor)
+    train_remat = jax.jit(remat.with_tables(train_step_lib.make_train_step(
+        train_step_lib.Objective(remat, cfg), optimizer, 0)), donate_argnums=1).lower(tables, state, batch).compile()
     out = {"grid": f"{nlon}x{nlat}", "network": network + (f"-l{lmax}" if lmax else ""), "channels": c,
            "lmax": predictor.sht.lmax, "parameters": int(sum(np.prod(x.shape) for x in jax.tree.leaves(args[0]))),
            "table_gib": sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tables)) / 2**30,
            "build_tables_s": t_build, "forward_macs": forward_macs(predictor)}
-    for name, compiled in (("forward", forward), ("train", train)):
+    for name, compiled in (("forward", forward), ("train", train), ("train_remat", train_remat)):
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         mem = compiled.memory_analysis()
@@ -282,11 +299,13 @@ def print_costs(rows: list[dict], rate: float) -> None:
     print(f"{'network':<10}{'grid':>10}{'params':>9}{'tables':>9}{'step':>9}{'GFLOP':>10}{'GB moved':>10}"
           f"{'args GiB':>10}{'temp GiB':>10}{'CPU s at ref':>14}")
     for r in rows:
-        for name in ("forward", "train"):
+        for name in ("forward", "train", "train_remat"):
             c = r[name]
-            print(f"{r['network']:<10}{r['grid']:>10}{r['parameters'] / 1e6:>8.1f}M{r['table_gib']:>8.2f}G{name:>9}"
-                  f"{c['gflop']:>10.1f}{c['gb_accessed']:>10.2f}{c['argument_gib']:>10.2f}{c['temp_gib']:>10.2f}"
-                  f"{c['gflop'] * 1e9 / rate:>14.2f}")
+            # XLA counts a loop's body once: the scanned (rematerialised) blocks' FLOPs are not comparable
+            flops = (f"{c['gflop']:>10.1f}{c['gb_accessed']:>10.2f}" if name != "train_remat" else f"{'-':>10}{'-':>10}")
+            seconds = f"{c['gflop'] * 1e9 / rate:>14.2f}" if name != "train_remat" else f"{'-':>14}"
+            print(f"{r['network']:<10}{r['grid']:>10}{r['parameters'] / 1e6:>8.1f}M{r['table_gib']:>8.2f}G"
+                  f"{name.replace('train_remat', 'remat'):>9}{flops}{c['argument_gib']:>10.2f}{c['temp_gib']:>10.2f}{seconds}")
 
 
 def short_world(work: Path) -> Path:

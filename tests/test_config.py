@@ -31,6 +31,7 @@ def test_defaults_yaml_and_overrides_compose(tmp_path):
         ("data.batch_size=true", r"data.batch_size: expected int, got True"),
         ("data.train=5", r"data.train: expected a mapping"),
         ("world", r"expected section.key=value"),
+        ("train.member_shards=3", r"train.member_shards.*must be >= 1 and divide train.members"),
     ],
 )
 def test_bad_keys_and_types_are_refused(override, message):

@@ -272,3 +272,28 @@ def test_bfloat16_compute_agrees_with_float32_over_a_loss_and_a_ten_step_rollout
     one = config.TrainConfig(members=2)
     losses = [float(jax.jit(train_step_lib.Objective(p, one).batch_loss)(params, batch, keys[None])[0]) for p in (p32, p16)]
     assert abs(losses[1] - losses[0]) < 5e-3 * abs(losses[0]), losses
+
+
+def test_rematerialised_blocks_give_the_same_gradient_with_less_memory():
+    from weatherens.train import step as train_step_lib
+
+    cfg = dataclasses.replace(TINY, embed_dim=16, blocks=4)
+    plain, remat = make_predictor(cfg), make_predictor(dataclasses.replace(cfg, remat_blocks=True))
+    params = perturbed(plain.init_params(jax.random.key(0)), jax.random.key(5))
+    tcfg = config.TrainConfig(members=2)
+    f = jnp.full((1, 3, 1, 32, 64), 600.0)
+    batch = {"inputs": jnp.stack([state(0), state(1)])[None], "forcings": f, "targets": state(2)[None, None]}
+    keys = jax.vmap(lambda j: noise.member_key(jax.random.key(3), j))(jnp.arange(2))[None]
+    programs, grads = [], []
+    for p in (plain, remat):
+        loss = train_step_lib.Objective(p, tcfg).batch_loss
+        fn = jax.jit(jax.grad(lambda q: loss(q, batch, keys)[0]))
+        programs.append(fn.lower(params).compile())
+        grads.append(programs[-1](params))
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6 * float(jnp.abs(a).max()) + 1e-30)
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[0])) > 0
+    # XLA's buffer assignment: one block's activations held at once instead of four blocks'
+    # (19.1 MB against 7.5 MB when written; the straight-line jax.checkpoint of each block gave 19.1 MB too)
+    temp = [c.memory_analysis().temp_size_in_bytes for c in programs]
+    assert temp[1] < 0.5 * temp[0], temp

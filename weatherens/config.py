@@ -136,6 +136,9 @@ class ModelConfig:
     # dtype of the network's matmul operands: float32 (Precision.HIGHEST), or bfloat16 with float32
     # parameters, sums, norms, transforms' FFTs, state and loss (mixed precision for GPUs)
     compute_dtype: str = "float32"
+    # rematerialise each block in the backward pass (jax.checkpoint): a gradient keeps the activations of
+    # one block at a time, not of all blocks, for one more forward pass of the blocks; the same function
+    remat_blocks: bool = False
     noise_fields: int = 0  # spatially correlated noise channels on the sphere (AR(1) in spectral space); 0: off
     noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum
     noise_field_rho: float = 0.5  # AR(1) correlation of the noise fields from one step to the next
@@ -188,6 +191,9 @@ class TrainConfig:
     # extend its recipe. The model config and channels must be the checkpoint's. "": from scratch
     init_from: str = ""
     remat: bool = True  # rematerialise each rollout step in the backward pass (memory ~ one step)
+    # devices that share one sample by splitting its members (the mesh is batch x member_shards):
+    # 1 is data parallel only; more lets a sample too large for one device train (e.g. 0.25 deg)
+    member_shards: int = 1
     seed: int = 0  # parameters and noise; the data order has data.seed
     log_every: int = 10
     validate_every: int = 200
@@ -219,6 +225,7 @@ class TrainConfig:
                                     and all(x >= 0 for x in v)),
                                    "one warm-up (>= 0) per phase when phase_learning_rates is set, else empty"),
             "gradient_steps": _at_least(0),
+            "member_shards": ((lambda v: v >= 1 and self.members % v == 0), "must be >= 1 and divide train.members"),
             "ema_decay": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
             "validation_inits": _at_least(0), "validation_members": ((lambda v: v >= 2), "must be >= 2"),
             "validation_lead_hours": ((lambda v: len(v) > 0 and min(v) > 0), "one or more leads > 0"),

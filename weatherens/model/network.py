@@ -9,7 +9,10 @@
 z (..., D) is the member's latent noise for this step; the conditional layer norms (CLN) start
 deaf to it (zero-initialised), as AIFS-CRPS and FGN do, and training with a fair CRPS teaches the
 network to use it for spread. The decoder's output layer starts at zero, so an untrained model
-predicts a zero residual (persistence).
+predicts a zero residual (persistence). With `model.remat_blocks` each block is rematerialised in
+the backward pass (`jax.checkpoint` in a scan over the blocks, Chen et al. 2016, "Training deep nets
+with sublinear memory cost"; scanned layers as in MaxText): a gradient keeps each block's input and
+recomputes its insides, so the activations held at once are one block's instead of all `blocks`'.
 """
 
 from __future__ import annotations
@@ -50,9 +53,28 @@ class SphericalForecaster(nnx.Module):
         self.blocks = nnx.List([SphericalBlock(width, hidden, cfg.noise_dim, sht, rngs=rngs, noise_shift=cfg.noise_shift,
                                                compute_dtype=cd) for _ in range(cfg.blocks)])
         self.decoder = PointwiseMLP(width, hidden, out_channels, rngs=rngs, zero_out=True, compute_dtype=cd)
+        self.remat_blocks = cfg.remat_blocks
 
     def __call__(self, features: jax.Array, z: jax.Array) -> jax.Array:
         h = self.encoder(jnp.moveaxis(features, -3, -1))  # the blocks work channels-last (`layers`)
-        for block in self.blocks:
-            h = block(h, z)
+        if self.remat_blocks:
+            h = rematerialised(self.blocks, h, z)
+        else:
+            for block in self.blocks:
+                h = block(h, z)
         return jnp.moveaxis(self.decoder(h), -1, -3)
+
+
+def rematerialised(blocks: nnx.List, h: jax.Array, z: jax.Array) -> jax.Array:
+    """The blocks applied in turn to h, each rematerialised in the backward pass: a `lax.scan` over
+    their stacked parameters whose body is `jax.checkpoint`ed, so a gradient keeps each block's
+    input and recomputes one block's insides at a time (in straight-line code XLA's CPU scheduler
+    hoisted the recomputations and held every block's activations anyway). The stack is a copy of
+    the blocks' parameters per call."""
+    graphdef = nnx.graphdef(blocks[0])
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *(nnx.state(b) for b in blocks))
+
+    def body(h, state):
+        return nnx.merge(graphdef, state)(h, z), None
+
+    return jax.lax.scan(jax.checkpoint(body), h, stacked)[0]

@@ -100,7 +100,7 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = exp.train
-    mesh = sharding.data_mesh()
+    mesh = sharding.data_mesh(cfg.member_shards)
     sharding.check_batch(exp.data.batch_size * jax.process_count(), mesh)
     replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
@@ -116,8 +116,8 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
         provenance |= {key: source_meta["provenance"].get(key, "") for key in ("statistics", "statistics_source")}
         provenance["init_from"] = str(start_from[3])
     optimizer = train_step_lib.make_optimizer(cfg)
-    objective = train_step_lib.Objective(predictor, cfg)
-    eval_objective = train_step_lib.Objective(predictor, dataclasses.replace(cfg, alpha=1.0))
+    objective = train_step_lib.Objective(predictor, cfg, mesh)
+    eval_objective = train_step_lib.Objective(predictor, dataclasses.replace(cfg, alpha=1.0), mesh)
     tables = jax.device_put(predictor.tables(), replicated)  # arguments of the programs, not constants in them
     step_fn = functools.partial(jax.jit(predictor.with_tables(
         train_step_lib.make_train_step(objective, optimizer, cfg.seed)), donate_argnums=1), tables)
@@ -140,8 +140,8 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
                                replicated)
     start = int(state.step)
     log = MetricsLog(workdir / "metrics.jsonl", start)
-    long_lead, best = (_long_lead(exp, store, eval_objective, workdir) if cfg.validate_every and cfg.validation_inits
-                       else (None, None))
+    long_lead, best = (_long_lead(exp, store, train_step_lib.Objective(predictor, eval_objective.cfg), workdir)
+                       if cfg.validate_every and cfg.validation_inits else (None, None))  # replicated: any member count
 
     def save(state, into=mngr, extra=None):
         checkpoint.save(into, state.params, state.opt_state, state.step, predictor, exp, provenance, exp.data.static,

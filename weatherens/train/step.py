@@ -28,8 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
-from weatherens import grid
+from weatherens import grid, sharding
 from weatherens.config import TrainConfig
 from weatherens.errors import InputError
 from weatherens.model import noise
@@ -101,10 +102,12 @@ def sample_keys(seed: int, step: jax.Array, batch: int, members: int) -> jax.Arr
 class Objective:
     """The loss of a batch, given the predictor and the training config (static)."""
 
-    def __init__(self, predictor: Predictor, cfg: TrainConfig):
+    def __init__(self, predictor: Predictor, cfg: TrainConfig, mesh: Mesh | None = None):
+        """With a `mesh` whose MEMBER axis is larger than 1, each sample's members are split over it
+        (`sharding.member_constraint`); without one, the step's arrays are placed by jit's propagation."""
         if cfg.members < 2 and cfg.alpha != 0:
             raise InputError(f"train.members = {cfg.members}: the (almost-)fair CRPS needs at least 2 members")
-        self.predictor, self.cfg = predictor, cfg
+        self.predictor, self.cfg, self.mesh = predictor, cfg, mesh
         self.area_weights = jnp.asarray(grid.latitude_weights(predictor.lat), jnp.float32)
         self.channel_weights = jnp.asarray(
             losses.channel_weights(predictor.channels, cfg.variable_weights, cfg.level_weighting), jnp.float32)
@@ -116,18 +119,22 @@ class Objective:
         p = self.predictor
         step_fn = jax.vmap(p.step, in_axes=(None, 0, 0, None, None, 0, 0))
 
+        def split(x):
+            return sharding.member_constraint(x, self.mesh)
+
         def advance(weights, carry, n):
             x_prev, x_now, state = carry
             keys = jax.vmap(lambda k: noise.step_key(k, n))(member_keys)
             x_next, state = step_fn(weights, x_prev, x_now, forcings[n + 1], forcings[n + 2], keys, state)
+            x_next, state = split(x_next), split(state)
             return (x_now, x_next, state), x_next
 
         def with_gradient(carry, n):
             return advance(params, carry, n)
 
         m = member_keys.shape[0]
-        x_prev, x_now = (jnp.broadcast_to(x, (m,) + x.shape) for x in (inputs[0], inputs[1]))
-        carry = (x_prev, x_now, jax.vmap(p.initial_noise)(member_keys))
+        x_prev, x_now = (split(jnp.broadcast_to(x, (m,) + x.shape)) for x in (inputs[0], inputs[1]))
+        carry = (x_prev, x_now, split(jax.vmap(p.initial_noise)(member_keys)))
         free = steps - self.cfg.gradient_steps if 0 < self.cfg.gradient_steps < steps else 0
         # one step with gradient keeps its activations anyway: rematerialising it only adds a forward pass
         body = jax.checkpoint(with_gradient) if self.cfg.remat and steps - free > 1 else with_gradient
@@ -153,7 +160,9 @@ class Objective:
     def batch_loss(self, params, batch, keys):
         """batch: dict of inputs (B, 2, C, ...), forcings (B, k + 2, F, ...), targets (B, k, C, ...);
         keys (B, M). Returns (mean loss, per-channel afCRPS (C,))."""
-        loss, per_channel = jax.vmap(self.sample_loss, in_axes=(None, 0, 0, 0, 0))(
+        split_members = self.mesh is not None and self.mesh.shape[sharding.MEMBER] > 1
+        loss, per_channel = jax.vmap(self.sample_loss, in_axes=(None, 0, 0, 0, 0),
+                                     spmd_axis_name=sharding.BATCH if split_members else None)(
             params, batch["inputs"], batch["forcings"], batch["targets"], keys)
         return loss.mean(), per_channel.mean(axis=0)
 
