@@ -32,6 +32,7 @@ def test_defaults_yaml_and_overrides_compose(tmp_path):
         ("data.train=5", r"data.train: expected a mapping"),
         ("world", r"expected section.key=value"),
         ("train.member_shards=3", r"train.member_shards.*must be >= 1 and divide train.members"),
+        ("train.lat_shards=0", r"train.lat_shards.*must be >= 1"),
     ],
 )
 def test_bad_keys_and_types_are_refused(override, message):

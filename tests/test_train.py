@@ -18,7 +18,7 @@ import optax
 import pytest
 
 from helpers import run_on_devices, wave_dataset, write_zarr
-from weatherens import checkpoint, config
+from weatherens import checkpoint, config, sharding
 from weatherens.errors import InputError
 from weatherens.train import loop
 
@@ -153,12 +153,13 @@ def test_killed_run_resumes_with_the_same_loss_curve(store, tmp_path):
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise: same batches, keys and state
 
 
-@pytest.mark.parametrize("member_shards", [1, 2])
-def test_a_step_on_8_devices_equals_the_step_on_1(store, tmp_path, member_shards):
-    """8 devices as 8 batch rows, or as 4 rows x 2 member shards (each device one of a sample's 2 members)."""
+@pytest.mark.parametrize("member_shards, lat_shards", [(1, 1), (2, 2)])
+def test_a_step_on_8_devices_equals_the_step_on_1(store, tmp_path, member_shards, lat_shards):
+    """8 devices as 8 batch rows, or as 2 rows x 2 member shards x 2 latitude bands (each device one of
+    a sample's 2 members on half of its latitudes)."""
     out = {}
     for n in (1, 8):
-        out[n] = run_on_devices(n, "train", TINY, store, tmp_path / f"d{n}", member_shards if n > 1 else 1)
+        out[n] = run_on_devices(n, "train", TINY, store, tmp_path / f"d{n}", *((member_shards, lat_shards) if n > 1 else ()))
         assert out[n]["devices"] == n
     np.testing.assert_allclose(out[8]["loss"], out[1]["loss"], rtol=1e-5)
     one = [r["loss"] for r in records(tmp_path / "d1")]
@@ -170,18 +171,29 @@ def test_a_step_on_8_devices_equals_the_step_on_1(store, tmp_path, member_shards
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
-def test_members_split_over_devices_give_the_step_on_one_with_less_memory_each():
-    """One sample of 4 members on 1, 2 and 4 devices (train.member_shards = devices): the same loss and
-    gradient, and each device's temporaries shrink with its share of the members (15.1 / 7.5 / 3.5 MB
-    when written)."""
-    runs = {n: run_on_devices(n, "member_step", TINY, 4) for n in (1, 2, 4)}
-    for n in (2, 4):
-        assert runs[n]["devices"] == n
-        np.testing.assert_allclose(runs[n]["loss"], runs[1]["loss"], rtol=1e-6)
-        np.testing.assert_allclose(runs[n]["grad_norm"], runs[1]["grad_norm"], rtol=1e-5)
-    assert runs[1]["grad_norm"] > 0
-    assert runs[2]["temp_bytes"] < 0.6 * runs[1]["temp_bytes"]
-    assert runs[4]["temp_bytes"] < 0.6 * runs[2]["temp_bytes"]
+def test_a_sample_split_over_devices_gives_the_step_on_one_with_less_memory_each():
+    """One sample of 4 members on 1 device, on 2 (train.member_shards 2), on 4 (lat_shards 4: bands
+    of 8 of the 32 latitudes) and on 4 (2 x 2): the same loss and gradient, and each device's
+    temporaries shrink with its share of the sample (15.1 / 7.6 / 3.5 / 3.6 MB when written)."""
+    runs = {split: run_on_devices(split[0] * split[1], "sample_step", TINY, 4, *split, 32)
+            for split in ((1, 1), (2, 1), (1, 4), (2, 2))}
+    for split, run in runs.items():
+        assert run["devices"] == split[0] * split[1]
+        np.testing.assert_allclose(run["loss"], runs[1, 1]["loss"], rtol=1e-6)
+        np.testing.assert_allclose(run["grad_norm"], runs[1, 1]["grad_norm"], rtol=1e-5)
+    assert runs[1, 1]["grad_norm"] > 0
+    whole = runs[1, 1]["temp_bytes"]
+    assert runs[2, 1]["temp_bytes"] < 0.6 * whole
+    assert runs[1, 4]["temp_bytes"] < 0.35 * whole
+    assert runs[2, 2]["temp_bytes"] < 0.35 * whole
+
+
+def test_latitude_bands_must_divide_the_grid():
+    sharding.check_lat_shards(121, 11)
+    sharding.check_lat_shards(720, 8)
+    with pytest.raises(InputError, match=r"train.lat_shards = 4 does not divide the grid's 121 latitudes "
+                                         r"\(divisors up to 64: \[11\]\)"):
+        sharding.check_lat_shards(121, 4)
 
 
 def free_port():

@@ -191,9 +191,11 @@ class TrainConfig:
     # extend its recipe. The model config and channels must be the checkpoint's. "": from scratch
     init_from: str = ""
     remat: bool = True  # rematerialise each rollout step in the backward pass (memory ~ one step)
-    # devices that share one sample by splitting its members (the mesh is batch x member_shards):
-    # 1 is data parallel only; more lets a sample too large for one device train (e.g. 0.25 deg)
+    # devices that share one sample by splitting its members, and its latitudes into bands (the mesh
+    # is batch x member_shards x lat_shards): 1 and 1 is data parallel only; more lets a sample too
+    # large for one device train (e.g. 0.25 deg)
     member_shards: int = 1
+    lat_shards: int = 1
     seed: int = 0  # parameters and noise; the data order has data.seed
     log_every: int = 10
     validate_every: int = 200
@@ -226,6 +228,7 @@ class TrainConfig:
                                    "one warm-up (>= 0) per phase when phase_learning_rates is set, else empty"),
             "gradient_steps": _at_least(0),
             "member_shards": ((lambda v: v >= 1 and self.members % v == 0), "must be >= 1 and divide train.members"),
+            "lat_shards": _at_least(1),
             "ema_decay": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
             "validation_inits": _at_least(0), "validation_members": ((lambda v: v >= 2), "must be >= 2"),
             "validation_lead_hours": ((lambda v: len(v) > 0 and min(v) > 0), "one or more leads > 0"),

@@ -1,11 +1,14 @@
 """The device mesh, its named axes, and multi-process start-up.
 
-Training runs on a (BATCH, MEMBER) mesh over every device of every process: parameters and
+Training runs on a (BATCH, MEMBER, LAT) mesh over every device of every process: parameters and
 optimizer state are replicated, batch arrays are split along their first axis over BATCH (and
-replicated over MEMBER), and with `train.member_shards` = m > 1 the m devices of a BATCH row each
-run 1/m of every sample's members (`member_constraint`), so that a sample too large for one device
-trains on m (the ensemble's members are independent up to the loss, whose pairwise term gathers
-them). Each process reads its own slice of the global batch (`data.pipeline.Sampler` with its
+replicated over MEMBER and LAT). With `train.member_shards` = m > 1 the devices of a BATCH row
+each run 1/m of every sample's members (the ensemble's members are independent up to the loss,
+whose pairwise term gathers them); with `train.lat_shards` = b > 1 each runs a band of 1/b of the
+latitudes (the spatial model parallelism of FourCastNet 3, Bonev et al. 2025: pointwise layers and
+the longitude FFTs stay within a band, the Legendre analysis sums over bands and the synthesis
+returns each band its rows). `member_constraint` places a step's member arrays so; a sample too
+large for one device then trains on m x b. Each process reads its own slice of the global batch (`data.pipeline.Sampler` with its
 process index) and `global_batch` assembles the slices into one global array without moving data
 (`jax.make_array_from_process_local_data`). jit partitions the step over the mesh (GSPMD, Xu et
 al. 2021) and inserts the gathers and the gradient all-reduce.
@@ -17,25 +20,46 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from weatherens.errors import InputError
+
 BATCH = "batch"
 MEMBER = "member"
+LAT = "lat"
 
 
-def data_mesh(member_shards: int = 1) -> Mesh:
-    """A (BATCH, MEMBER) mesh over all devices of all processes, MEMBER of size member_shards
-    (consecutive devices, so a sample's shards share a process and its fast links)."""
+def data_mesh(member_shards: int = 1, lat_shards: int = 1) -> Mesh:
+    """A (BATCH, MEMBER, LAT) mesh over all devices of all processes, MEMBER of size member_shards and
+    LAT of size lat_shards (consecutive devices, so a sample's shards share a process and its fast links)."""
     devices = np.asarray(jax.devices())
-    if devices.size % member_shards:
-        raise ValueError(f"train.member_shards = {member_shards} does not divide the {devices.size} devices")
-    return Mesh(devices.reshape(-1, member_shards), (BATCH, MEMBER))
+    if devices.size % (member_shards * lat_shards):
+        raise InputError(f"train.member_shards x train.lat_shards = {member_shards} x {lat_shards} does not "
+                         f"divide the {devices.size} devices")
+    return Mesh(devices.reshape(-1, member_shards, lat_shards), (BATCH, MEMBER, LAT))
 
 
-def member_constraint(x: jax.Array, mesh: Mesh | None) -> jax.Array:
-    """x (M, ...) split over the MEMBER axis of `mesh` inside a jitted function (no-op without one, or
-    for a MEMBER axis of size 1); under `jax.vmap(..., spmd_axis_name=BATCH)` the mapped axis goes on BATCH."""
-    if mesh is None or mesh.shape[MEMBER] == 1:
+def member_constraint(x: jax.Array, mesh: Mesh | None, on_grid: bool = False) -> jax.Array:
+    """x (M, ...) split over the MEMBER axis of `mesh` inside a jitted function, and with `on_grid`
+    (x: (M, ..., lat, lon)) its latitudes over the LAT axis; a no-op without a mesh or where both axes
+    have size 1 (`check_lat_shards` first). Under `jax.vmap(..., spmd_axis_name=BATCH)` the mapped axis goes on BATCH."""
+    if mesh is None or mesh.shape[MEMBER] * mesh.shape[LAT] == 1:
         return x
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(MEMBER)))
+    spec = (MEMBER,) + ((None,) * (x.ndim - 3) + (LAT, None) if on_grid else ())
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
+
+
+def splits_samples(mesh: Mesh | None) -> bool:
+    """Whether `mesh` spreads one sample over several devices (members or latitude bands)."""
+    return mesh is not None and mesh.shape[MEMBER] * mesh.shape[LAT] > 1
+
+
+def check_lat_shards(nlat: int, lat_shards: int) -> None:
+    """Latitude bands must be equal: XLA's partitioner pads uneven shards but aborts the process on
+    an FFT or a sort of padded bands (jax 0.10), so lat_shards must divide the grid's latitudes
+    (121 at 1.5 deg: 11; 721 at 0.25 deg: 7 or 103; 720 without the poles: any divisor)."""
+    if nlat % lat_shards:
+        divisors = [d for d in range(2, min(nlat, 64) + 1) if nlat % d == 0]
+        raise InputError(f"train.lat_shards = {lat_shards} does not divide the grid's {nlat} latitudes "
+                         f"(divisors up to 64: {divisors or 'none'})")
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -49,9 +73,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def check_batch(global_batch: int, mesh: Mesh) -> None:
     rows = mesh.shape[BATCH]
     if global_batch % rows:
-        raise ValueError(f"global batch {global_batch} (data.batch_size x {jax.process_count()} processes) "
+        raise InputError(f"global batch {global_batch} (data.batch_size x {jax.process_count()} processes) "
                          f"is not divisible by the mesh's {rows} batch rows ({mesh.size} devices / "
-                         f"train.member_shards {mesh.shape[MEMBER]})")
+                         f"train.member_shards {mesh.shape[MEMBER]} / train.lat_shards {mesh.shape[LAT]})")
 
 
 def global_batch(local: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -100,7 +100,7 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = exp.train
-    mesh = sharding.data_mesh(cfg.member_shards)
+    mesh = sharding.data_mesh(cfg.member_shards, cfg.lat_shards)
     sharding.check_batch(exp.data.batch_size * jax.process_count(), mesh)
     replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 

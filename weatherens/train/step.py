@@ -103,10 +103,13 @@ class Objective:
     """The loss of a batch, given the predictor and the training config (static)."""
 
     def __init__(self, predictor: Predictor, cfg: TrainConfig, mesh: Mesh | None = None):
-        """With a `mesh` whose MEMBER axis is larger than 1, each sample's members are split over it
-        (`sharding.member_constraint`); without one, the step's arrays are placed by jit's propagation."""
+        """With a `mesh` whose MEMBER or LAT axis is larger than 1, each sample's members and
+        latitudes are split over them (`sharding.member_constraint`); without one, the step's arrays
+        are placed by jit's propagation."""
         if cfg.members < 2 and cfg.alpha != 0:
             raise InputError(f"train.members = {cfg.members}: the (almost-)fair CRPS needs at least 2 members")
+        if mesh is not None:
+            sharding.check_lat_shards(len(predictor.lat), mesh.shape[sharding.LAT])
         self.predictor, self.cfg, self.mesh = predictor, cfg, mesh
         self.area_weights = jnp.asarray(grid.latitude_weights(predictor.lat), jnp.float32)
         self.channel_weights = jnp.asarray(
@@ -119,14 +122,14 @@ class Objective:
         p = self.predictor
         step_fn = jax.vmap(p.step, in_axes=(None, 0, 0, None, None, 0, 0))
 
-        def split(x):
-            return sharding.member_constraint(x, self.mesh)
+        def split(x, on_grid=True):
+            return sharding.member_constraint(x, self.mesh, on_grid)
 
         def advance(weights, carry, n):
             x_prev, x_now, state = carry
             keys = jax.vmap(lambda k: noise.step_key(k, n))(member_keys)
             x_next, state = step_fn(weights, x_prev, x_now, forcings[n + 1], forcings[n + 2], keys, state)
-            x_next, state = split(x_next), split(state)
+            x_next, state = split(x_next), split(state, on_grid=False)  # the noise state is spectral
             return (x_now, x_next, state), x_next
 
         def with_gradient(carry, n):
@@ -134,7 +137,7 @@ class Objective:
 
         m = member_keys.shape[0]
         x_prev, x_now = (split(jnp.broadcast_to(x, (m,) + x.shape)) for x in (inputs[0], inputs[1]))
-        carry = (x_prev, x_now, split(jax.vmap(p.initial_noise)(member_keys)))
+        carry = (x_prev, x_now, split(jax.vmap(p.initial_noise)(member_keys), on_grid=False))
         free = steps - self.cfg.gradient_steps if 0 < self.cfg.gradient_steps < steps else 0
         # one step with gradient keeps its activations anyway: rematerialising it only adds a forward pass
         body = jax.checkpoint(with_gradient) if self.cfg.remat and steps - free > 1 else with_gradient
@@ -160,9 +163,8 @@ class Objective:
     def batch_loss(self, params, batch, keys):
         """batch: dict of inputs (B, 2, C, ...), forcings (B, k + 2, F, ...), targets (B, k, C, ...);
         keys (B, M). Returns (mean loss, per-channel afCRPS (C,))."""
-        split_members = self.mesh is not None and self.mesh.shape[sharding.MEMBER] > 1
         loss, per_channel = jax.vmap(self.sample_loss, in_axes=(None, 0, 0, 0, 0),
-                                     spmd_axis_name=sharding.BATCH if split_members else None)(
+                                     spmd_axis_name=sharding.BATCH if sharding.splits_samples(self.mesh) else None)(
             params, batch["inputs"], batch["forcings"], batch["targets"], keys)
         return loss.mean(), per_channel.mean(axis=0)
 
