@@ -69,7 +69,8 @@ def sample_step(config_path: str, members: int, member_shards: int, lat_shards: 
     compiled = step.lower(state, batch).compile()
     _, metrics = compiled(state, batch)
     return {"devices": jax.device_count(), "loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"]),
-            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes)}
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+            "flops": float(compiled.cost_analysis()["flops"])}
 
 
 def main() -> None:
