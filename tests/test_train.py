@@ -122,6 +122,18 @@ def test_init_from_continues_a_checkpoint_with_a_fresh_optimizer_at_its_step(sto
                    progress=False)
 
 
+def test_init_from_accepts_a_checkpoint_saved_before_newer_model_fields():
+    """checkpoints/small2-notaper was saved before model.remat_blocks existed: its model as loaded (the
+    new field at its default) is configs/small2-notaper-long.yaml's, with or without remat, and a
+    field that changes the network is still refused."""
+    predictor, _, _ = checkpoint.load_for_inference(ROOT / "checkpoints" / "small2-notaper")
+    exp = config.load(ROOT / "configs" / "small2-notaper-long.yaml", ["model.remat_blocks=true"])
+    assert loop.model_misfit(predictor.cfg, exp.model) is None
+    assert loop.model_misfit(predictor.cfg, config.load(ROOT / "configs" / "small2-notaper-long.yaml").model) is None
+    wider = config.load(ROOT / "configs" / "small2-notaper-long.yaml", ["model.embed_dim=64"]).model
+    assert loop.model_misfit(predictor.cfg, wider) == "model.embed_dim: 48 there, 64 here"
+
+
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(store, tmp_path, capsys):
     exp = tiny("train.steps=6", "train.learning_rate=1e30", "train.warmup_steps=0", "train.grad_clip=1e30",
                "train.validate_every=0")

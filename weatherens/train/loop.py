@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from weatherens import checkpoint, config, grid, sharding, shipped
-from weatherens.config import Experiment
+from weatherens.config import Experiment, ModelConfig
 from weatherens.errors import InputError
 from weatherens.data import era5, stats
 from weatherens.data.pipeline import Sampler
@@ -207,6 +207,20 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
             "workdir": str(workdir)}
 
 
+HOW_COMPUTED = ("remat_blocks", "compute_dtype")  # model fields that leave the parameters' meaning unchanged
+
+
+def model_misfit(trained: ModelConfig, wanted: ModelConfig) -> str | None:
+    """Which model field of a checkpoint's config (as loaded: fields added since it was saved take
+    their defaults) differs from this run's, or None; how the network is computed (`HOW_COMPUTED`)
+    may differ."""
+    there, here = config.to_dict(trained), config.to_dict(wanted)
+    for key, value in here.items():
+        if key not in HOW_COMPUTED and there[key] != value:
+            return f"model.{key}: {there[key]!r} there, {value!r} here"
+    return None
+
+
 def initial_weights(exp: Experiment, sampler: Sampler) -> tuple[Predictor, Any, int, Path, dict[str, Any]]:
     """(predictor, inference params, step, folder, meta) of the checkpoint that `train.init_from` names: a
     training workdir, or the name of a shipped checkpoint. Its model config, channels, forcings and
@@ -216,11 +230,9 @@ def initial_weights(exp: Experiment, sampler: Sampler) -> tuple[Predictor, Any, 
     if not path.exists():
         raise InputError(f"train.init_from: {name!r} is neither a folder nor a checkpoint shipped in {shipped.CHECKPOINTS}")
     predictor, params, meta = checkpoint.load_for_inference(path)
-    trained, here = meta["config"]["model"], config.to_dict(exp.model)
-    for key, value in here.items():
-        if trained.get(key) != value:
-            raise InputError(f"{path}: train.init_from needs this run's model (model.{key}: {trained.get(key)!r} "
-                             f"there, {value!r} here)")
+    misfit = model_misfit(predictor.cfg, exp.model)
+    if misfit:
+        raise InputError(f"{path}: train.init_from needs this run's model ({misfit})")
     for what, there, mine in (("channels", list(predictor.channels), list(sampler.channels)),
                               ("forcings", list(predictor.forcings), list(exp.data.forcings))):
         if there != mine:
