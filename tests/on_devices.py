@@ -6,7 +6,7 @@ only checks it. The last line of stdout is a JSON object.
 
     python tests/on_devices.py hindcast RUN STORE OUT MEMBER_CHUNK
     python tests/on_devices.py train CONFIG STORE WORKDIR [MEMBER_SHARDS [LAT_SHARDS]]
-    python tests/on_devices.py sample_step CONFIG MEMBERS MEMBER_SHARDS LAT_SHARDS NLAT
+    python tests/on_devices.py sample_step CONFIG MEMBERS MEMBER_SHARDS LAT_SHARDS
 """
 
 from __future__ import annotations
@@ -42,25 +42,24 @@ def train_two_steps(config_path: str, store: str, workdir: str, member_shards: i
     return {"devices": jax.device_count(), "loss": summary["loss"]}
 
 
-def sample_step(config_path: str, members: int, member_shards: int, lat_shards: int, nlat: int) -> dict:
+def sample_step(config_path: str, members: int, member_shards: int, lat_shards: int) -> dict:
     """One training step of one sample whose `members` are split over `member_shards` devices and
-    its latitudes over `lat_shards` (the mesh of all devices), on the config's model at 2 nlat x nlat
+    its latitudes over `lat_shards` (the mesh of all devices), on the config's model at 64 x 32
     with fixed inputs: its loss, gradient norm, and the compiled step's temporary memory per device
     (XLA's buffer assignment)."""
     exp = config.load(config_path, [f"train.members={members}", f"train.member_shards={member_shards}",
                                     f"train.lat_shards={lat_shards}"])
     channels = [f"{v}@{lv}" for v in ("geopotential", "temperature") for lv in exp.data.levels] + ["2m_temperature"]
-    nlon = 2 * nlat
-    lat, lon = grid.equiangular_latitudes(nlat), grid.longitudes(nlon)
+    lat, lon = grid.equiangular_latitudes(32), grid.longitudes(64)
     c, f = len(channels), len(exp.data.forcings)
     predictor = Predictor(exp.model, channels, exp.data.forcings, lat, lon, np.zeros(c), np.ones(c), np.full(c, 0.1),
-                          np.zeros((0, nlat, nlon)))
+                          np.zeros((0, 32, 64)))
     mesh = sharding.data_mesh(member_shards, lat_shards)
     cfg = dataclasses.replace(exp.train, rollout_lengths=(2,), rollout_starts=(0,), ema_decay=0.0)
     optimizer = train_step_lib.make_optimizer(cfg)
     rng = np.random.default_rng(0)
-    batch = {"inputs": rng.standard_normal((1, 2, c, nlat, nlon)), "forcings": rng.random((1, 4, f, nlat, nlon)),
-             "targets": rng.standard_normal((1, 2, c, nlat, nlon))}
+    batch = {"inputs": rng.standard_normal((1, 2, c, 32, 64)), "forcings": rng.random((1, 4, f, 32, 64)),
+             "targets": rng.standard_normal((1, 2, c, 32, 64))}
     batch = sharding.global_batch({k: v.astype(np.float32) for k, v in batch.items()}, sharding.batch_sharding(mesh))
     state = jax.device_put(train_step_lib.init_state(predictor, optimizer, 0), sharding.replicated(mesh))
     state = state._replace(params=jax.tree.map(lambda p: p + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
@@ -87,7 +86,7 @@ def main() -> None:
     t.add_argument("lat_shards", type=int, nargs="?", default=1)
     m = sub.add_parser("sample_step")
     m.add_argument("config_path")
-    for name in ("members", "member_shards", "lat_shards", "nlat"):
+    for name in ("members", "member_shards", "lat_shards"):
         m.add_argument(name, type=int)
     args = vars(parser.parse_args())
     what = args.pop("what")

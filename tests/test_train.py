@@ -189,7 +189,7 @@ def test_a_sample_split_over_devices_gives_the_step_on_one_with_less_memory_each
     temporaries and its FLOPs shrink with its share of the sample (temporaries 15.1 / 7.6 / 3.5 / 3.6 MB,
     FLOPs 178 M on one device, 71 M per device on 4 bands, when written: the parameter update and
     the spectral mix are not split)."""
-    runs = {split: run_on_devices(split[0] * split[1], "sample_step", TINY, 4, *split, 32)
+    runs = {split: run_on_devices(split[0] * split[1], "sample_step", TINY, 4, *split)
             for split in ((1, 1), (2, 1), (1, 4), (2, 2))}
     for split, run in runs.items():
         assert run["devices"] == split[0] * split[1]

@@ -8,8 +8,9 @@ whose pairwise term gathers them); with `train.lat_shards` = b > 1 each runs a b
 latitudes (the spatial model parallelism of FourCastNet 3, Bonev et al. 2025: pointwise layers and
 the longitude FFTs stay within a band, the Legendre analysis sums over bands and the synthesis
 returns each band its rows). `member_constraint` places a step's member arrays so; a sample too
-large for one device then trains on m x b. Each process reads its own slice of the global batch (`data.pipeline.Sampler` with its
-process index) and `global_batch` assembles the slices into one global array without moving data
+large for one device then trains on m x b. Each process reads its own slice of the global batch
+(`data.pipeline.Sampler` with its process index) and `global_batch` assembles the slices into one
+global array without moving data
 (`jax.make_array_from_process_local_data`). jit partitions the step over the mesh (GSPMD, Xu et
 al. 2021) and inserts the gathers and the gradient all-reduce.
 """
@@ -39,10 +40,12 @@ def data_mesh(member_shards: int = 1, lat_shards: int = 1) -> Mesh:
 
 def member_constraint(x: jax.Array, mesh: Mesh | None, on_grid: bool = False) -> jax.Array:
     """x (M, ...) split over the MEMBER axis of `mesh` inside a jitted function, and with `on_grid`
-    (x: (M, ..., lat, lon)) its latitudes over the LAT axis; a no-op without a mesh or where both axes
-    have size 1 (`check_lat_shards` first). Under `jax.vmap(..., spmd_axis_name=BATCH)` the mapped axis goes on BATCH."""
-    if mesh is None or mesh.shape[MEMBER] * mesh.shape[LAT] == 1:
+    (x: (M, ..., lat, lon)) its latitudes over the LAT axis, which must divide them (`check_lat_shards`);
+    a no-op unless the mesh `splits_samples`. Under `jax.vmap(..., spmd_axis_name=BATCH)` the mapped
+    axis goes on BATCH."""
+    if not splits_samples(mesh):
         return x
+    assert mesh is not None
     spec = (MEMBER,) + ((None,) * (x.ndim - 3) + (LAT, None) if on_grid else ())
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
 
