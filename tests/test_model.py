@@ -204,11 +204,12 @@ def reference_forecaster(params: nnx.State, features: np.ndarray, z: np.ndarray,
     return mlp(h, p["decoder"])
 
 
-def test_network_equals_its_formulas_written_channels_first():
+@pytest.mark.parametrize("zonal_matmul", [True, False], ids=["zonal matmul", "zonal fft"])
+def test_network_equals_its_formulas_written_channels_first(zonal_matmul):
     from weatherens.model.network import SphericalForecaster
 
     cfg = dataclasses.replace(TINY, blocks=2, embed_dim=6)
-    sht = SphericalHarmonicTransform(LAT, 64, 12)
+    sht = SphericalHarmonicTransform(LAT, 64, 12, zonal_matmul=zonal_matmul)
     net = SphericalForecaster(5, 3, cfg, sht, rngs=nnx.Rngs(params=0))
     params = perturbed(nnx.split(net)[1], jax.random.key(4), 0.3)  # live norms, decoder and noise response
     features = jax.random.normal(jax.random.key(1), (2, 5, 32, 64))

@@ -11,7 +11,7 @@ import pytest
 
 from weatherens import grid
 from weatherens.sphere import legendre
-from weatherens.sphere.sht import SphericalHarmonicTransform, integrate
+from weatherens.sphere.sht import ZONAL_MATMUL_MAX_NLON, SphericalHarmonicTransform, integrate, zonal_dft_tables
 from helpers import random_coefficients
 
 EARTH_RADIUS = 6.371e6  # m
@@ -23,6 +23,9 @@ GRIDS = {
     "poles 36x19": (grid.equiangular_latitudes(19, with_poles=True), 36),
     "gaussian 64x32": (legendre.gaussian_latitudes(32)[0], 64),
 }
+# the zonal transform as a matmul (the default on these grids) and as an FFT (the default above
+# sht.ZONAL_MATMUL_MAX_NLON longitudes), each case on both
+ZONAL = {"matmul": True, "fft": False}
 
 
 class Jitted:
@@ -36,10 +39,35 @@ class Jitted:
         self.power_spectrum = jax.jit(sht.power_spectrum)
 
 
-@pytest.fixture(scope="module", params=list(GRIDS))
+@pytest.fixture(scope="module", params=[(g, z) for g in GRIDS for z in ZONAL], ids=lambda p: f"{p[0]}, {p[1]}")
 def case(request):
-    lat, nlon = GRIDS[request.param]
-    return lat, nlon, Jitted(SphericalHarmonicTransform(lat, nlon))
+    grid_name, zonal = request.param
+    lat, nlon = GRIDS[grid_name]
+    return lat, nlon, Jitted(SphericalHarmonicTransform(lat, nlon, zonal_matmul=ZONAL[zonal]))
+
+
+@pytest.mark.parametrize("nlon, mmax", [(64, 31), (36, 17), (8, 4), (9, 4)])  # (8, 4): the Nyquist order
+def test_zonal_tables_are_numpys_rfft_and_irfft(nlon, mmax):
+    forward, inverse = zonal_dft_tables(nlon, mmax)
+    f = np.random.default_rng(0).standard_normal((3, nlon))
+    four = np.fft.rfft(f, axis=-1, norm="forward")[:, : mmax + 1]
+    np.testing.assert_allclose(np.einsum("cmi,ni->ncm", forward, f), np.stack([four.real, four.imag], 1), atol=1e-14)
+    coeffs = np.random.default_rng(1).standard_normal((3, 2, mmax + 1))
+    padded = np.zeros((3, nlon // 2 + 1), complex)
+    padded[:, : mmax + 1] = coeffs[:, 0] + 1j * coeffs[:, 1]
+    want = np.fft.irfft(padded, n=nlon, axis=-1, norm="forward")
+    np.testing.assert_allclose(np.einsum("icm,ncm->ni", inverse, coeffs), want, atol=1e-13)
+
+
+def test_the_zonal_matmul_is_the_default_up_to_its_limit_and_leaves_no_fft_in_a_gradient():
+    lat = grid.equiangular_latitudes(32)
+    assert SphericalHarmonicTransform(lat, 64).zonal_tables is not None
+    assert SphericalHarmonicTransform(lat, ZONAL_MATMUL_MAX_NLON + 2, lmax=31).zonal_tables is None
+    for zonal, ffts in ((True, False), (False, True)):
+        sht = SphericalHarmonicTransform(lat, 64, zonal_matmul=zonal)
+        grad = jax.jit(jax.grad(lambda x: jnp.sum(jnp.square(sht.synthesis(sht.analysis(x))))))
+        hlo = grad.lower(jnp.ones((32, 64))).as_text()
+        assert ("fft" in hlo) == ffts
 
 
 def test_shapes_and_degrees(case):

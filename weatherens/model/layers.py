@@ -127,10 +127,13 @@ class SpectralConvolution(nnx.Module):
     truncated at its lmax (so degrees above it are dropped), given itself or in a `TransformSlot`
     that the blocks of a network share.
 
-    x: (..., lat, lon, C) -> (..., lat, lon, C). The three contractions are real batched matmuls in
-    a layout that puts the batch dimension of each first (analysis per order m, the mix per degree
-    l, synthesis per m), with real and imaginary parts stacked on the channel axis, so the complex
-    product is one real matmul with [[W_re, W_im], [-W_im, W_re]]. The orders go in
+    x: (..., lat, lon, C) -> (..., lat, lon, C). The zonal transform is a matmul with the
+    transform's `zonal_tables` on grids of up to `sht.ZONAL_MATMUL_MAX_NLON` longitudes (its
+    gradient needs no transposes of the activations' minor axis) and an rfft above. The three
+    Legendre and mixing contractions are real batched matmuls in a layout that puts the batch
+    dimension of each first (analysis per order m, the mix per degree l, synthesis per m), with
+    real and imaginary parts stacked on the channel axis, so the complex product is one real
+    matmul with [[W_re, W_im], [-W_im, W_re]]. The orders go in
     `_ORDER_CHUNKS` groups, each contracting only the degrees l >= its lowest m, which skips most
     of the zero triangle l < m (3/8 of the work with 4 groups). The transform's maths and
     normalisation are those of `SphericalHarmonicTransform.analysis` / `.synthesis`.
@@ -148,21 +151,37 @@ class SpectralConvolution(nnx.Module):
         sht = self._sht.transform
         lead, (nlat, nlon, c) = x.shape[:-3], x.shape[-3:]
         x = x.reshape((-1, nlat, nlon, c)).astype(sht.dtype)
-        four = jnp.fft.rfft(x, axis=-2, norm="forward")[:, :, : sht.mmax + 1]  # (N, lat, m, C)
-        parts = jnp.concatenate([four.real, four.imag], axis=-1)  # (N, lat, m, 2C)
         w_re, w_im = jnp.moveaxis(self.weight[...], -1, 1)  # (l, C_in, C_out) each
         real_form = jnp.concatenate([jnp.concatenate([w_re, w_im], axis=2),
                                      jnp.concatenate([-w_im, w_re], axis=2)], axis=1)  # (l, 2C_in, 2C_out)
-        analysis, legendre = sht.analysis_table, sht.legendre_table
         cd = self.compute_dtype
+        if sht.zonal_tables is not None:  # zonal transform as matmuls, orders first (m, lat, N, 2C)
+            forward, inverse = sht.zonal_tables
+            parts = contract("cmi,njik->mjnck", forward, x, cd).reshape(sht.mmax + 1, nlat, x.shape[0], 2 * c)
+            out = self._mix(parts, "mjnk", real_form)  # (m, lat, N, 2C_out)
+            out = out.reshape(out.shape[:3] + (2, out.shape[-1] // 2))
+            y = contract("icm,mjnco->njio", inverse, out, cd)
+        else:  # rfft over longitude, channels last (N, lat, m, 2C)
+            four = jnp.fft.rfft(x, axis=-2, norm="forward")[:, :, : sht.mmax + 1]
+            out = self._mix(jnp.concatenate([four.real, four.imag], axis=-1), "njmk", real_form)
+            cout = out.shape[-1] // 2
+            four = jax.lax.complex(out[..., :cout], out[..., cout:])
+            four = jnp.pad(four, [(0, 0), (0, 0), (0, nlon // 2 + 1 - (sht.mmax + 1)), (0, 0)])
+            y = jnp.fft.irfft(four, n=nlon, axis=-2, norm="forward")
+        return y.reshape(lead + y.shape[-3:])
+
+    def _mix(self, parts: jax.Array, layout: str, real_form: jax.Array) -> jax.Array:
+        """Zonal coefficients [real | imaginary] (axes named by `layout`: m order, j latitude, n sample,
+        k channel) -> the same after Legendre analysis, the per-degree channel mix and Legendre
+        synthesis, order group by order group (`order_chunks`). Each contraction puts the table first
+        so that the channels stay the minor axis of every product (on CPU a transpose that moves the
+        minor axis costs more than the matmul, docs/benchmarks.md)."""
+        sht, cd = self._sht.transform, self.compute_dtype
+        axis, out_layout = layout.index("m"), layout.replace("k", "o")
         pieces = []
         for m0, m1 in order_chunks(sht.mmax + 1):  # orders m0 <= m < m1 have degrees l >= m0 only
-            coeffs = contract("njmk,mlj->lmnk", parts[:, :, m0:m1], analysis[m0:m1, m0:], cd)
+            group = jax.lax.slice_in_dim(parts, m0, m1, axis=axis)
+            coeffs = contract(f"mlj,{layout}->lmnk", sht.analysis_table[m0:m1, m0:], group, cd)
             mixed = contract("lmnk,lko->lmno", coeffs, real_form[m0:], cd)  # (l, m, N, 2C_out)
-            pieces.append(contract("lmno,mjl->njmo", mixed, legendre[m0:m1, :, m0:], cd))
-        out = jnp.concatenate(pieces, axis=2)  # (N, lat, m, 2C_out)
-        cout = out.shape[-1] // 2
-        four = jax.lax.complex(out[..., :cout], out[..., cout:])
-        four = jnp.pad(four, [(0, 0), (0, 0), (0, nlon // 2 + 1 - (sht.mmax + 1)), (0, 0)])
-        y = jnp.fft.irfft(four, n=nlon, axis=-2, norm="forward")
-        return y.reshape(lead + (nlat, nlon, cout))
+            pieces.append(contract(f"mjl,lmno->{out_layout}", sht.legendre_table[m0:m1, :, m0:], mixed, cd))
+        return jnp.concatenate(pieces, axis=axis)

@@ -5,15 +5,17 @@ float64), cast once to ``dtype``: 4π-normalised P̄_lm, complex basis e^{imλ},
 
     f(φ, λ) = Σ_l Σ_{|m|≤l} a_lm P̄_l|m|(sin φ) e^{imλ},    (1/4π) ∮ f² dΩ = Σ_l P(l).
 
-Analysis = zonal FFT (`jnp.fft.rfft`, norm="forward": F_m = (1/nlon) Σ_i f_i e^{-imλ_i}), then
+Analysis = zonal FFT (`jnp.fft.rfft`, norm="forward": F_m = (1/nlon) Σ_i f_i e^{-imλ_i}; on grids
+of up to `ZONAL_MATMUL_MAX_NLON` longitudes the same sums as a matmul, `zonal_dft_tables`), then
 per order m the precomputed least-squares operator A[m] (`legendre.analysis_matrices`), so an
 equiangular grid without poles resolves L = nlat − 1 and a grid with both poles L = nlat − 2
-(capped by L ≤ (nlon − 1)/2). Synthesis = P̄ matmul, then `jnp.fft.irfft`. Each matmul is one
+(capped by L ≤ (nlon − 1)/2). Synthesis = P̄ matmul, then `jnp.fft.irfft` (or its matmul). Each matmul is one
 einsum over a stacked table, A as (mmax + 1, lmax + 1, nlat) and P̄ as (mmax + 1, nlat, lmax + 1),
 with Precision.HIGHEST (GPU TF32 would lose ~3 digits). Real and imaginary parts go through the
 same real einsum, so no complex copy of a table is ever made.
 
-Memory: two tables of (L + 1)² nlat entries each (half are structural zeros, l < m), in ``dtype``
+Memory: two tables of (L + 1)² nlat entries each (half are structural zeros, l < m), in ``dtype``,
+and up to `ZONAL_MATMUL_MAX_NLON` longitudes two zonal tables of 2 (L + 1) nlon entries
 (sizes at 1.5° and 0.25°, and the cost of building them: docs/benchmarks.md). Beyond the tables,
 memory is O(batch × nlat × nlon): no table is copied or transposed per call. The transform is a
 pytree (tables as leaves, grid static): at large grids pass it to `jax.jit` as an argument, since a
@@ -39,6 +41,29 @@ from weatherens import grid
 from weatherens.sphere import legendre
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+# Up to this many longitudes the network's zonal transform is a matmul with the tables of
+# `zonal_dft_tables` instead of an FFT: at 64, 128 and 240 longitudes its gradient is faster, at 480
+# even, above slower (docs/benchmarks.md).
+ZONAL_MATMUL_MAX_NLON = 256
+
+
+def zonal_dft_tables(nlon: int, mmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """The real zonal Fourier transform of `SphericalHarmonicTransform` as two float64 matrices.
+
+    Forward E (2 [cos, sin part], mmax + 1, nlon): Σ_i E[0, m, i] f_i = Re F_m and Σ_i E[1, m, i] f_i =
+    Im F_m, with F_m = (1/nlon) Σ_i f_i e^{-imλ_i} (numpy's rfft, norm="forward"), λ_i = 2πi/nlon.
+    Inverse G (nlon, 2, mmax + 1): f_i = Σ_{c,m} G[i, c, m] [Re F_m, Im F_m][c], the real field of
+    coefficients m ≤ mmax (numpy's irfft, norm="forward": weight 1 for m = 0 and m = nlon/2, 2 between,
+    and the imaginary part of F_0 ignored).
+    """
+    if not 0 <= mmax <= nlon // 2:
+        raise ValueError(f"mmax={mmax} out of range for {nlon} longitudes (at most {nlon // 2})")
+    m = np.arange(mmax + 1, dtype=np.float64)
+    phase = np.outer(m, 2.0 * np.pi * np.arange(nlon) / nlon)  # (m, i)
+    forward = np.stack([np.cos(phase), -np.sin(phase)]) / nlon
+    weight = np.where((m == 0) | (2 * m == nlon), 1.0, 2.0)
+    inverse = np.stack([np.cos(phase) * weight[:, None], -np.sin(phase) * weight[:, None]]).transpose(2, 0, 1)
+    return forward, inverse
 
 
 @jax.tree_util.register_pytree_node_class
@@ -55,13 +80,16 @@ class SphericalHarmonicTransform:
       lmax: largest total wavenumber L (default `legendre.max_degree(lat_deg, nlon)`).
       dtype: real dtype of the tables and of the fields (complex coefficients follow it:
         complex64 for float32).
+      zonal_matmul: the zonal transform as a matmul (True) or an FFT (False); default: a matmul up
+        to `ZONAL_MATMUL_MAX_NLON` longitudes. The two agree to rounding.
 
     Attributes:
       lmax, mmax: largest degree and order kept (mmax = lmax, triangular truncation).
       nlat, nlon: grid shape.
     """
 
-    def __init__(self, lat_deg: np.ndarray, nlon: int, lmax: int | None = None, dtype=jnp.float32):
+    def __init__(self, lat_deg: np.ndarray, nlon: int, lmax: int | None = None, dtype=jnp.float32,
+                 zonal_matmul: bool | None = None):
         lat = np.asarray(lat_deg, dtype=np.float64)
         if lat.ndim != 1 or lat.size < 2:
             raise ValueError(f"lat_deg must be a 1-D array of at least 2 latitudes; got shape {lat.shape}")
@@ -85,17 +113,21 @@ class SphericalHarmonicTransform:
             # synthesis faster on CPU at large grids than `legendre`'s order (docs/benchmarks.md)
             p = legendre.legendre_functions(lat, lmax).astype(np_dtype)
             self._legendre = jnp.asarray(np.swapaxes(p, 1, 2))
+            self._zonal = None
+            if self.nlon <= ZONAL_MATMUL_MAX_NLON if zonal_matmul is None else zonal_matmul:
+                forward, inverse = zonal_dft_tables(self.nlon, self.mmax)
+                self._zonal = (jnp.asarray(forward.astype(np_dtype)), jnp.asarray(inverse.astype(np_dtype)))
 
     # -- pytree: tables are leaves, the grid description is static --------------------------------
     def tree_flatten(self):
-        return (self._analysis, self._legendre), (self.lmax, self.nlat, self.nlon, self.dtype)
+        return (self._analysis, self._legendre, self._zonal), (self.lmax, self.nlat, self.nlon, self.dtype)
 
     @classmethod
     def tree_unflatten(cls, aux, leaves):
         obj = object.__new__(cls)
         obj.lmax, obj.nlat, obj.nlon, obj.dtype = aux
         obj.mmax = obj.lmax
-        obj._analysis, obj._legendre = leaves
+        obj._analysis, obj._legendre, obj._zonal = leaves
         return obj
 
     @property
@@ -107,6 +139,12 @@ class SphericalHarmonicTransform:
     def legendre_table(self) -> jax.Array:
         """P̄[m, j, l] = P̄_lm(sin φ_j), (mmax + 1, nlat, lmax + 1): a_lm -> F_m(φ_j) (zero for l < m)."""
         return self._legendre
+
+    @property
+    def zonal_tables(self) -> tuple[jax.Array, jax.Array] | None:
+        """`zonal_dft_tables` in ``dtype`` (forward (2, mmax + 1, nlon), inverse (nlon, 2, mmax + 1)), or
+        None above `ZONAL_MATMUL_MAX_NLON` longitudes, where the zonal transform is an FFT."""
+        return self._zonal
 
     def __repr__(self) -> str:
         return (
@@ -132,8 +170,11 @@ class SphericalHarmonicTransform:
         """
         x = jnp.asarray(x, self.dtype)
         self._check(x.shape, (self.nlat, self.nlon), "field")
-        four = jnp.fft.rfft(x, axis=-1, norm="forward")[..., : self.mmax + 1]  # (..., nlat, m)
-        parts = jnp.stack([four.real, four.imag], axis=-3)  # (..., 2, nlat, m)
+        if self._zonal is not None:
+            parts = jnp.einsum("...ji,cmi->...cjm", x, self._zonal[0], precision=_HIGHEST)  # (..., 2, nlat, m)
+        else:
+            four = jnp.fft.rfft(x, axis=-1, norm="forward")[..., : self.mmax + 1]  # (..., nlat, m)
+            parts = jnp.stack([four.real, four.imag], axis=-3)
         out = jnp.einsum("...cjm,mlj->...clm", parts, self._analysis, precision=_HIGHEST)
         return jax.lax.complex(out[..., 0, :, :], out[..., 1, :, :])
 
@@ -147,6 +188,8 @@ class SphericalHarmonicTransform:
         self._check(coeffs.shape, (self.lmax + 1, self.mmax + 1), "coefficients")
         parts = jnp.stack([coeffs.real, coeffs.imag], axis=-3).astype(self.dtype)  # (..., 2, l, m)
         out = jnp.einsum("...clm,mjl->...cjm", parts, self._legendre, precision=_HIGHEST)
+        if self._zonal is not None:
+            return jnp.einsum("...cjm,icm->...ji", out, self._zonal[1], precision=_HIGHEST)
         four = jax.lax.complex(out[..., 0, :, :], out[..., 1, :, :])  # (..., nlat, m)
         pad = [(0, 0)] * (four.ndim - 1) + [(0, self.nlon // 2 + 1 - (self.mmax + 1))]
         return jnp.fft.irfft(jnp.pad(four, pad), n=self.nlon, axis=-1, norm="forward")
