@@ -275,6 +275,25 @@ def test_bfloat16_compute_agrees_with_float32_over_a_loss_and_a_ten_step_rollout
     assert abs(losses[1] - losses[0]) < 5e-3 * abs(losses[0]), losses
 
 
+def test_zonal_transform_choice_changes_the_program_not_the_step():
+    cfg = dataclasses.replace(TINY, increment_lmax=31, increment_taper=4)
+    predictors = {z: make_predictor(dataclasses.replace(cfg, zonal_transform=z)) for z in ("matmul", "fft")}
+    assert make_predictor(cfg).sht.zonal_tables is not None  # auto: a matmul on 64 longitudes
+    for z, p in predictors.items():
+        assert (p.sht.zonal_tables is None) == (z == "fft")
+        assert (p.increment_filter.sht.zonal_tables is None) == (z == "fft")
+    params = perturbed(predictors["fft"].init_params(jax.random.key(0)), jax.random.key(5))
+    f = jnp.full((1, 32, 64), 600.0)
+    key = noise.step_key(noise.member_key(jax.random.key(7), 2), 0)
+    steps = {z: jax.jit(p.step)(params, state(0), state(1), f, f, key, p.initial_noise(key))[0]
+             for z, p in predictors.items()}
+    change = np.asarray(steps["fft"] - state(1))
+    assert np.abs(change).max() > 0
+    np.testing.assert_allclose(np.asarray(steps["matmul"] - state(1)), change, rtol=0, atol=1e-4 * np.abs(change).max())
+    with pytest.raises(ValueError, match="zonal_transform"):
+        dataclasses.replace(cfg, zonal_transform="dft")
+
+
 def test_rematerialised_blocks_give_the_same_gradient_with_less_memory():
     from weatherens.train import step as train_step_lib
 

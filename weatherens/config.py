@@ -123,6 +123,11 @@ class WorldConfig:
     state_every_days: float = 5.0  # save the full model state this often, for physics ensembles
 
 
+ZONAL_TRANSFORMS = ("auto", "matmul", "fft")
+# `SphericalHarmonicTransform(zonal_matmul=...)` for each `ModelConfig.zonal_transform`
+ZONAL_MATMUL = {"auto": None, "matmul": True, "fft": False}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """The stochastic spherical forecaster (`weatherens.model`); the defaults are `configs/small.yaml`'s."""
@@ -139,6 +144,10 @@ class ModelConfig:
     # rematerialise each block in the backward pass (jax.checkpoint): a gradient keeps the activations of
     # one block at a time, not of all blocks, for one more forward pass of the blocks; the same function
     remat_blocks: bool = False
+    # the spherical transforms' zonal Fourier transform: "matmul" (cos/sin tables), "fft", or "auto": a matmul
+    # up to sht.ZONAL_MATMUL_MAX_NLON longitudes, where on CPU its gradient is faster (docs/benchmarks.md);
+    # the same function either way
+    zonal_transform: str = "auto"
     noise_fields: int = 0  # spatially correlated noise channels on the sphere (AR(1) in spectral space); 0: off
     noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum
     noise_field_rho: float = 0.5  # AR(1) correlation of the noise fields from one step to the next
@@ -156,6 +165,7 @@ class ModelConfig:
                                "noise_field_rho": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
                                "increment_lmax": _at_least(0),
                                "compute_dtype": ((lambda v: v in ("float32", "bfloat16")), "must be float32 or bfloat16"),
+                               "zonal_transform": ((lambda v: v in ZONAL_TRANSFORMS), f"must be one of {ZONAL_TRANSFORMS}"),
                                "increment_taper": ((lambda v: 0 <= v and (v < self.increment_lmax or v == 0)),
                                                    "must be >= 0 and below increment_lmax")})
 

@@ -40,8 +40,8 @@ def taper_weights(lmax: int, taper: int) -> np.ndarray:
 class IncrementFilter:
     """Band-limits fields (..., lat, lon) to degrees <= lmax with a cos^2 taper of `taper` degrees."""
 
-    def __init__(self, lat: np.ndarray, nlon: int, lmax: int, taper: int):
-        self.sht = SphericalHarmonicTransform(lat, nlon)
+    def __init__(self, lat: np.ndarray, nlon: int, lmax: int, taper: int, zonal_matmul: bool | None = None):
+        self.sht = SphericalHarmonicTransform(lat, nlon, zonal_matmul=zonal_matmul)
         if lmax > self.sht.lmax:
             raise ValueError(f"increment_lmax = {lmax}: the {len(lat)} x {nlon} grid resolves degrees up to {self.sht.lmax}")
         weights = np.zeros(self.sht.lmax + 1)

@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from weatherens import grid
-from weatherens.config import ModelConfig
+from weatherens.config import ZONAL_MATMUL, ModelConfig
 from weatherens.data import forcings as forcings_lib
 from weatherens.model import increment, noise
 from weatherens.model.layers import TransformSlot
@@ -81,11 +81,13 @@ class Predictor:
         self.forcing_scale = jnp.asarray(scale, jnp.float32)[:, None, None]
         self.static = np.asarray(static, np.float32).reshape(-1, self.lat.size, self.lon.size)
         self.constants = jnp.asarray(constant_features(self.lat, self.lon, self.static))
-        self.sht = SphericalHarmonicTransform(self.lat, self.lon.size, cfg.lmax or None)
+        zonal_matmul = ZONAL_MATMUL[cfg.zonal_transform]
+        self.sht = SphericalHarmonicTransform(self.lat, self.lon.size, cfg.lmax or None, zonal_matmul=zonal_matmul)
         self._network_transform = TransformSlot(self.sht)  # shared by the network's spectral convolutions
         self.noise = (noise.SphericalNoise(self.sht, cfg.noise_fields, cfg.noise_field_degree, cfg.noise_field_rho)
                       if cfg.noise_fields else None)
-        self.increment_filter = (increment.IncrementFilter(self.lat, self.lon.size, cfg.increment_lmax, cfg.increment_taper)
+        self.increment_filter = (increment.IncrementFilter(self.lat, self.lon.size, cfg.increment_lmax, cfg.increment_taper,
+                                                           zonal_matmul)
                                  if cfg.increment_lmax else None)
         unknown = sorted(set(cfg.conserve_global_mean) - set(self.channels))
         if unknown:

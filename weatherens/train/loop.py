@@ -207,7 +207,7 @@ def train(exp: Experiment, store: str, workdir: str | Path, *, progress: bool = 
             "workdir": str(workdir)}
 
 
-HOW_COMPUTED = ("remat_blocks", "compute_dtype")  # model fields that leave the parameters' meaning unchanged
+HOW_COMPUTED = ("remat_blocks", "compute_dtype", "zonal_transform")  # model fields that leave the parameters' meaning unchanged
 
 
 def model_misfit(trained: ModelConfig, wanted: ModelConfig) -> str | None:
