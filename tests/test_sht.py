@@ -59,10 +59,15 @@ def test_zonal_tables_are_numpys_rfft_and_irfft(nlon, mmax):
     np.testing.assert_allclose(np.einsum("icm,ncm->ni", inverse, coeffs), want, atol=1e-13)
 
 
-def test_the_zonal_matmul_is_the_default_up_to_its_limit_and_leaves_no_fft_in_a_gradient():
+def test_the_zonal_matmul_is_the_cpu_default_up_to_its_limit_and_leaves_no_fft_in_a_gradient(monkeypatch):
     lat = grid.equiangular_latitudes(32)
+    assert jax.default_backend() == "cpu"
     assert SphericalHarmonicTransform(lat, 64).zonal_tables is not None
     assert SphericalHarmonicTransform(lat, ZONAL_MATMUL_MAX_NLON + 2, lmax=31).zonal_tables is None
+    with monkeypatch.context() as m:
+        m.setattr(jax, "default_backend", lambda: "gpu")
+        assert SphericalHarmonicTransform(lat, 64).zonal_tables is None  # other backends: the FFT
+        assert SphericalHarmonicTransform(lat, 64, zonal_matmul=True).zonal_tables is not None
     for zonal, ffts in ((True, False), (False, True)):
         sht = SphericalHarmonicTransform(lat, 64, zonal_matmul=zonal)
         grad = jax.jit(jax.grad(lambda x: jnp.sum(jnp.square(sht.synthesis(sht.analysis(x))))))

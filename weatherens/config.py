@@ -144,9 +144,9 @@ class ModelConfig:
     # rematerialise each block in the backward pass (jax.checkpoint): a gradient keeps the activations of
     # one block at a time, not of all blocks, for one more forward pass of the blocks; the same function
     remat_blocks: bool = False
-    # the spherical transforms' zonal Fourier transform: "matmul" (cos/sin tables), "fft", or "auto": a matmul
-    # up to sht.ZONAL_MATMUL_MAX_NLON longitudes, where on CPU its gradient is faster (docs/benchmarks.md);
-    # the same function either way
+    # the spherical transforms' zonal Fourier transform: "matmul" (cos/sin tables), "fft", or "auto": on CPUs a
+    # matmul up to sht.ZONAL_MATMUL_MAX_NLON longitudes, where its gradient is faster there (docs/benchmarks.md),
+    # else the FFT; the same function either way
     zonal_transform: str = "auto"
     noise_fields: int = 0  # spatially correlated noise channels on the sphere (AR(1) in spectral space); 0: off
     noise_field_degree: float = 8.0  # e-folding total wavenumber of the noise fields' spectrum

@@ -41,9 +41,9 @@ from weatherens import grid
 from weatherens.sphere import legendre
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-# Up to this many longitudes the network's zonal transform is a matmul with the tables of
-# `zonal_dft_tables` instead of an FFT: at 64, 128 and 240 longitudes its gradient is faster, at 480
-# even, above slower (docs/benchmarks.md).
+# On CPUs, up to this many longitudes the zonal transform is by default a matmul with the tables of
+# `zonal_dft_tables` instead of an FFT: at 64, 128 and 240 longitudes its gradient is faster there, at
+# 480 even, above slower (docs/benchmarks.md). Other backends keep the FFT by default (not measured here).
 ZONAL_MATMUL_MAX_NLON = 256
 
 
@@ -80,8 +80,9 @@ class SphericalHarmonicTransform:
       lmax: largest total wavenumber L (default `legendre.max_degree(lat_deg, nlon)`).
       dtype: real dtype of the tables and of the fields (complex coefficients follow it:
         complex64 for float32).
-      zonal_matmul: the zonal transform as a matmul (True) or an FFT (False); default: a matmul up
-        to `ZONAL_MATMUL_MAX_NLON` longitudes. The two agree to rounding.
+      zonal_matmul: the zonal transform as a matmul (True) or an FFT (False); default: a matmul on
+        a CPU backend up to `ZONAL_MATMUL_MAX_NLON` longitudes, else the FFT. The two agree to
+        rounding; the matmul costs 4 nlon / (mmax + 1) ≈ 8 times the Legendre step's multiply-adds.
 
     Attributes:
       lmax, mmax: largest degree and order kept (mmax = lmax, triangular truncation).
@@ -114,7 +115,9 @@ class SphericalHarmonicTransform:
             p = legendre.legendre_functions(lat, lmax).astype(np_dtype)
             self._legendre = jnp.asarray(np.swapaxes(p, 1, 2))
             self._zonal = None
-            if self.nlon <= ZONAL_MATMUL_MAX_NLON if zonal_matmul is None else zonal_matmul:
+            if zonal_matmul is None:
+                zonal_matmul = self.nlon <= ZONAL_MATMUL_MAX_NLON and jax.default_backend() == "cpu"
+            if zonal_matmul:
                 forward, inverse = zonal_dft_tables(self.nlon, self.mmax)
                 self._zonal = (jnp.asarray(forward.astype(np_dtype)), jnp.asarray(inverse.astype(np_dtype)))
 
@@ -143,7 +146,7 @@ class SphericalHarmonicTransform:
     @property
     def zonal_tables(self) -> tuple[jax.Array, jax.Array] | None:
         """`zonal_dft_tables` in ``dtype`` (forward (2, mmax + 1, nlon), inverse (nlon, 2, mmax + 1)), or
-        None above `ZONAL_MATMUL_MAX_NLON` longitudes, where the zonal transform is an FFT."""
+        None where the zonal transform is an FFT (`zonal_matmul`)."""
         return self._zonal
 
     def __repr__(self) -> str:
