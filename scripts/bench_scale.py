@@ -44,11 +44,17 @@ BASE = ROOT / "configs" / "base.yaml"
 DRY_VARIABLES = ["geopotential", "temperature", "u_component_of_wind", "v_component_of_wind", "2m_temperature",
                  "10m_u_component_of_wind", "10m_v_component_of_wind", "mean_sea_level_pressure"]
 _MARK = "__bench_scale__"
+# The child's peak: VmHWM of its own address space on Linux. Not ru_maxrss, which Linux keeps across
+# exec, so a child started by a parent that already holds 17 GiB reported the parent's 17 GiB.
 _RUNNER = (
-    "import resource, sys\n"
+    "import re, resource, sys\n"
     "from weatherens.cli import main\n"
     "rc = main(sys.argv[1:])\n"
-    f"print('{_MARK}', rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n"
+    "try:\n"
+    "    peak = int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))\n"
+    "except (OSError, AttributeError):\n"
+    "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    f"print('{_MARK}', rc, peak, flush=True)\n"
     "sys.exit(rc)\n"
 )
 
@@ -65,7 +71,7 @@ def stage(name: str, argv: list[str], log: Path) -> dict:
     if done.returncode != 0 or not marks:  # e.g. killed for memory (rc -9): no peak to report from inside
         print(f"  {name:<11} FAILED after {wall:.1f} s (rc {done.returncode}); see {log}", flush=True)
         return {"stage": name, "wall_s": wall, "failed": done.returncode}
-    peak = int(marks[-1][2]) / 2**20  # ru_maxrss is in KiB on Linux
+    peak = int(marks[-1][2]) / 2**20  # KiB
     print(f"  {name:<11} {wall:8.1f} s  {peak:6.2f} GiB", flush=True)
     return {"stage": name, "wall_s": wall, "peak_gib": peak}
 
