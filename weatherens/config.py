@@ -139,7 +139,7 @@ class ModelConfig:
     noise_dim: int = 16  # latent noise vector per member and step, fed to the conditional layer norms
     noise_shift: bool = True  # the conditional norms shift by z B (global constants) as well as scale; False: scale only
     # dtype of the network's matmul operands: float32 (Precision.HIGHEST), or bfloat16 with float32
-    # parameters, sums, norms, transforms' FFTs, state and loss (mixed precision for GPUs)
+    # parameters, sums, norms, zonal transforms (FFT or matmul), state and loss (mixed precision for GPUs)
     compute_dtype: str = "float32"
     # rematerialise each block in the backward pass (jax.checkpoint): a gradient keeps the activations of
     # one block at a time, not of all blocks, for one more forward pass of the blocks; the same function

@@ -154,13 +154,12 @@ class SpectralConvolution(nnx.Module):
         w_re, w_im = jnp.moveaxis(self.weight[...], -1, 1)  # (l, C_in, C_out) each
         real_form = jnp.concatenate([jnp.concatenate([w_re, w_im], axis=2),
                                      jnp.concatenate([-w_im, w_re], axis=2)], axis=1)  # (l, 2C_in, 2C_out)
-        cd = self.compute_dtype
         if sht.zonal_tables is not None:  # zonal transform as matmuls, orders first (m, lat, N, 2C)
-            forward, inverse = sht.zonal_tables
-            parts = contract("cmi,njik->mjnck", forward, x, cd).reshape(sht.mmax + 1, nlat, x.shape[0], 2 * c)
+            forward, inverse = sht.zonal_tables  # in float32 whatever compute_dtype, as the FFT is
+            parts = contract("cmi,njik->mjnck", forward, x).reshape(sht.mmax + 1, nlat, x.shape[0], 2 * c)
             out = self._mix(parts, "mjnk", real_form)  # (m, lat, N, 2C_out)
             out = out.reshape(out.shape[:3] + (2, out.shape[-1] // 2))
-            y = contract("icm,mjnco->njio", inverse, out, cd)
+            y = contract("icm,mjnco->njio", inverse, out)
         else:  # rfft over longitude, channels last (N, lat, m, 2C)
             four = jnp.fft.rfft(x, axis=-2, norm="forward")[:, :, : sht.mmax + 1]
             out = self._mix(jnp.concatenate([four.real, four.imag], axis=-1), "njmk", real_form)
