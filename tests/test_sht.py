@@ -23,8 +23,8 @@ GRIDS = {
     "poles 36x19": (grid.equiangular_latitudes(19, with_poles=True), 36),
     "gaussian 64x32": (legendre.gaussian_latitudes(32)[0], 64),
 }
-# the zonal transform as a matmul (the default on these grids) and as an FFT (the default above
-# sht.ZONAL_MATMUL_MAX_NLON longitudes), each case on both
+# the zonal transform as a matmul (the CPU default on these grids) and as an FFT (the default above
+# sht.ZONAL_MATMUL_MAX_NLON longitudes and on other backends), each case on both
 ZONAL = {"matmul": True, "fft": False}
 
 

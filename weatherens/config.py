@@ -123,7 +123,6 @@ class WorldConfig:
     state_every_days: float = 5.0  # save the full model state this often, for physics ensembles
 
 
-ZONAL_TRANSFORMS = ("auto", "matmul", "fft")
 # `SphericalHarmonicTransform(zonal_matmul=...)` for each `ModelConfig.zonal_transform`
 ZONAL_MATMUL = {"auto": None, "matmul": True, "fft": False}
 
@@ -165,7 +164,7 @@ class ModelConfig:
                                "noise_field_rho": ((lambda v: 0 <= v < 1), "must be in [0, 1)"),
                                "increment_lmax": _at_least(0),
                                "compute_dtype": ((lambda v: v in ("float32", "bfloat16")), "must be float32 or bfloat16"),
-                               "zonal_transform": ((lambda v: v in ZONAL_TRANSFORMS), f"must be one of {ZONAL_TRANSFORMS}"),
+                               "zonal_transform": ((lambda v: v in ZONAL_MATMUL), f"must be one of {tuple(ZONAL_MATMUL)}"),
                                "increment_taper": ((lambda v: 0 <= v and (v < self.increment_lmax or v == 0)),
                                                    "must be >= 0 and below increment_lmax")})
 

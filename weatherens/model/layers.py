@@ -128,8 +128,8 @@ class SpectralConvolution(nnx.Module):
     that the blocks of a network share.
 
     x: (..., lat, lon, C) -> (..., lat, lon, C). The zonal transform is a matmul with the
-    transform's `zonal_tables` on grids of up to `sht.ZONAL_MATMUL_MAX_NLON` longitudes (its
-    gradient needs no transposes of the activations' minor axis) and an rfft above. The three
+    transform's `zonal_tables` where it has them (its gradient needs no transposes of the
+    activations' minor axis; `SphericalHarmonicTransform(zonal_matmul=...)`) and an rfft otherwise. The three
     Legendre and mixing contractions are real batched matmuls in a layout that puts the batch
     dimension of each first (analysis per order m, the mix per degree l, synthesis per m), with
     real and imaginary parts stacked on the channel axis, so the complex product is one real
@@ -172,8 +172,8 @@ class SpectralConvolution(nnx.Module):
     def _mix(self, parts: jax.Array, layout: str, real_form: jax.Array) -> jax.Array:
         """Zonal coefficients [real | imaginary] (axes named by `layout`: m order, j latitude, n sample,
         k channel) -> the same after Legendre analysis, the per-degree channel mix and Legendre
-        synthesis, order group by order group (`order_chunks`). Each contraction puts the table first
-        so that the channels stay the minor axis of every product (on CPU a transpose that moves the
+        synthesis, order group by order group (`order_chunks`). The Legendre contractions put the table
+        first so that the channels stay the minor axis of every product (on CPU a transpose that moves the
         minor axis costs more than the matmul, docs/benchmarks.md)."""
         sht, cd = self._sht.transform, self.compute_dtype
         axis, out_layout = layout.index("m"), layout.replace("k", "o")

@@ -5,9 +5,10 @@ float64), cast once to ``dtype``: 4π-normalised P̄_lm, complex basis e^{imλ},
 
     f(φ, λ) = Σ_l Σ_{|m|≤l} a_lm P̄_l|m|(sin φ) e^{imλ},    (1/4π) ∮ f² dΩ = Σ_l P(l).
 
-Analysis = zonal FFT (`jnp.fft.rfft`, norm="forward": F_m = (1/nlon) Σ_i f_i e^{-imλ_i}; on grids
-of up to `ZONAL_MATMUL_MAX_NLON` longitudes the same sums as a matmul, `zonal_dft_tables`), then
-per order m the precomputed least-squares operator A[m] (`legendre.analysis_matrices`), so an
+Analysis = zonal FFT (`jnp.fft.rfft`, norm="forward": F_m = (1/nlon) Σ_i f_i e^{-imλ_i}; or the
+same sums as a matmul, `zonal_dft_tables`, by default on CPUs up to `ZONAL_MATMUL_MAX_NLON`
+longitudes), then per order m the precomputed least-squares operator A[m]
+(`legendre.analysis_matrices`), so an
 equiangular grid without poles resolves L = nlat − 1 and a grid with both poles L = nlat − 2
 (capped by L ≤ (nlon − 1)/2). Synthesis = P̄ matmul, then `jnp.fft.irfft` (or its matmul). Each matmul is one
 einsum over a stacked table, A as (mmax + 1, lmax + 1, nlat) and P̄ as (mmax + 1, nlat, lmax + 1),
@@ -15,7 +16,7 @@ with Precision.HIGHEST (GPU TF32 would lose ~3 digits). Real and imaginary parts
 same real einsum, so no complex copy of a table is ever made.
 
 Memory: two tables of (L + 1)² nlat entries each (half are structural zeros, l < m), in ``dtype``,
-and up to `ZONAL_MATMUL_MAX_NLON` longitudes two zonal tables of 2 (L + 1) nlon entries
+and, where the zonal transform is a matmul, two zonal tables of 2 (L + 1) nlon entries
 (sizes at 1.5° and 0.25°, and the cost of building them: docs/benchmarks.md). Beyond the tables,
 memory is O(batch × nlat × nlon): no table is copied or transposed per call. The transform is a
 pytree (tables as leaves, grid static): at large grids pass it to `jax.jit` as an argument, since a
